@@ -1,0 +1,98 @@
+"""The error hierarchy.
+
+Every error a user can cause is a ``ConfigWriterError``; the CLI prints its
+message (what is wrong, where, how to fix it) and exits 1, never a traceback.
+
+    ConfigWriterError
+    ├── ValidationError                 the experiment cannot be compiled
+    │   ├── ExperimentSchemaError       experiment.yaml is malformed or breaks the schema
+    │   ├── BaseConfigNotFoundError     base_config / base_config_file does not exist
+    │   ├── EmptyVariableError          a variable has no values
+    │   ├── UnknownKeyError             a key is not in the base config
+    │   ├── AmbiguousKeyError           a short key matches several paths
+    │   ├── ConflictingKeyError         a key is both a variable and a control
+    │   └── SweepError                  the runs would collide (same config, same output_dir)
+    ├── MergeError
+    │   └── TypeMismatchError           a mapping merged onto a scalar, or the reverse
+    ├── TorchtuneValidationError        generated configs failed validation
+    └── ExperimentDirError              an experiment directory is missing, foreign or would be overwritten
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Iterable
+
+
+class ConfigWriterError(Exception):
+    """Base class of every error the tool reports to its user."""
+
+
+class ValidationError(ConfigWriterError):
+    """The experiment definition cannot be compiled."""
+
+
+class ExperimentSchemaError(ValidationError):
+    """experiment.yaml cannot be parsed or does not follow the schema."""
+
+
+class BaseConfigNotFoundError(ValidationError):
+    """The base config named by the experiment does not exist."""
+
+
+class EmptyVariableError(ValidationError):
+    """A variable lists no values, so the sweep would have no runs."""
+
+
+class UnknownKeyError(ValidationError):
+    """An override names a key that the base config does not have."""
+
+
+class AmbiguousKeyError(ValidationError):
+    """A short key name matches more than one path of the base config."""
+
+
+class ConflictingKeyError(ValidationError):
+    """The same key is set twice (a variable and a control, or twice in one section)."""
+
+
+class SweepError(ValidationError):
+    """The planned runs would collide with one another."""
+
+
+class MergeError(ConfigWriterError):
+    """An override cannot be merged into the base config."""
+
+
+class TypeMismatchError(MergeError):
+    """A mapping would be merged onto a scalar or list, or the other way round."""
+
+
+class TorchtuneValidationError(ConfigWriterError):
+    """One or more generated configs failed validation."""
+
+    def __init__(self, message: str, problems: list | None = None):
+        super().__init__(message)
+        self.problems = problems or []
+
+
+class ExperimentDirError(ConfigWriterError):
+    """An experiment directory is missing, not ours, or would be overwritten."""
+
+
+def did_you_mean(word: str, candidates: Iterable[str], n: int = 3, cutoff: float = 0.6) -> str:
+    """Return ``" Did you mean 'x'?"`` (or ``'x' or 'y'``), or ``""`` when nothing is close.
+
+    >>> did_you_mean("epoch", ["epochs", "seed"])
+    " Did you mean 'epochs'?"
+    """
+    matches = close_matches(word, candidates, n=n, cutoff=cutoff)
+    if not matches:
+        return ""
+    return " Did you mean " + " or ".join(f"'{m}'" for m in matches) + "?"
+
+
+def close_matches(word: str, candidates: Iterable[str], n: int = 3, cutoff: float = 0.6) -> list[str]:
+    """The candidates closest to ``word``, best first (case-insensitive)."""
+    pool = {c.lower(): c for c in candidates}
+    return [pool[m] for m in difflib.get_close_matches(word.lower(), list(pool), n=n, cutoff=cutoff)]
