@@ -51,4 +51,71 @@ def ls_cmd(pattern: str | None) -> None:
         raise ConfigWriterError(f"nothing matches '{pattern}'; run `torchtune-config-writer ls` to see every config")
 
 
+@main.command("generate")
+@click.argument("experiment", type=click.Path(dir_okay=False))
+@click.option("--output-dir", "-o", type=click.Path(file_okay=False), help="Experiment directory to create (default: output.experiment_dir, else outputs/<name>_<timestamp>).")
+@click.option("--force", is_flag=True, help="Replace an earlier generation in that directory (never one whose runs have started).")
+@click.option("--no-validate", is_flag=True, help="Skip validation (runs are then marked unvalidated and will not be run).")
+def generate_cmd(experiment: str, output_dir: str | None, force: bool, no_validate: bool) -> None:
+    """Compile EXPERIMENT (experiment.yaml) into an experiment directory of validated configs."""
+    from .generator import generate_configs
+
+    _report(lambda: generate_configs(experiment, output_dir, force=force, validate=not no_validate), write=True)
+
+
+@main.command("validate")
+@click.argument("experiment", type=click.Path(dir_okay=False))
+def validate_cmd(experiment: str) -> None:
+    """Check EXPERIMENT end to end, torchtune validation included, writing nothing."""
+    from .generator import generate_configs
+
+    _report(lambda: generate_configs(experiment, write=False), write=False)
+
+
+def _report(action, write: bool) -> None:
+    """Run ``action`` and print each config with its parameters, then a summary."""
+    from .errors import TorchtuneValidationError
+
+    try:
+        result = action()
+    except TorchtuneValidationError as e:
+        result = e.result
+        _print_runs(result, write)
+        raise
+    _print_runs(result, write)
+    where = result.experiment_dir
+    if write:
+        click.echo(f"✓ Experiment directory: {where}")
+        click.echo(f"  Next: torchtune-config-writer run {where}   (or: torchtune-config-writer submit {where})")
+    else:
+        click.echo("✓ Valid; nothing written")
+
+
+def _print_runs(result, write: bool) -> None:
+    runs = result.runs
+    click.echo(f"✓ Loaded base config: {result.base} (recipe {result.recipe})")
+    verb = "Generated" if write else "Compiled"
+    click.echo(f"✓ {verb} {len(runs)} config{'s' if len(runs) != 1 else ''}" + (f" in {result.experiment_dir / 'configs'}" if write else ""))
+    shown = runs if len(runs) <= 50 else runs[:20] + [None] + runs[-5:]
+    for run in shown:
+        if run is None:
+            click.echo(f"  ... {len(runs) - 25} more ...")
+            continue
+        params = ", ".join(f"{k}={v}" for k, v in run.labels.items()) or "no variables"
+        mark = "✗" if run.validation == "failed" else "-"
+        click.echo(f"  {mark} configs/{run.run_id}.yaml ({params})")
+        for problem in run.problems:
+            click.echo(f"      {problem}")
+    if not result.validated:
+        click.echo("! Validation skipped: these runs are marked unvalidated and `run`/`submit` will refuse them")
+    elif result.ok:
+        click.echo(f"✓ Validated {len(runs)} config{'s' if len(runs) != 1 else ''}: all passed")
+    if write and result.written:
+        click.echo("✓ Wrote run_mapping.yaml, validation_report.txt, experiment.yaml" + (", submit.sbatch" if (result.experiment_dir / "submit.sbatch").exists() else ""))
+
+
 # Commands defined in other modules register here.
+from .cli_exec import collect_cmd, demo_cmd, run_cmd  # noqa: E402  (run, collect, demo)
+
+for _cmd in (run_cmd, collect_cmd, demo_cmd):
+    main.add_command(_cmd)

@@ -19,8 +19,6 @@ from typing import Any, Literal
 
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from .errors import EmptyVariableError, ExperimentSchemaError, did_you_mean
@@ -148,9 +146,10 @@ def load_experiment(source: str | Path | dict | Experiment) -> Experiment:
 
 def parse_yaml(text: str, where: str) -> Any:
     """Round-trip parse YAML, turning syntax errors and duplicate keys into one clear message."""
-    yaml = YAML(typ="rt")
+    from .yamlio import make_yaml
+
     try:
-        return yaml.load(text)
+        return make_yaml().load(text)
     except MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         loc = f"{where}:{mark.line + 1}:{mark.column + 1}" if mark else where

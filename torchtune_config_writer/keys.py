@@ -1,0 +1,275 @@
+"""Resolve the keys researchers write into paths of the base config.
+
+A key is a dotted path (``model.lora_rank``), a short name that is a unique
+leaf (``lora_rank``), or an alias (``lr``). ``+key`` adds a key the base does
+not have; ``~key`` deletes one. Every key is checked against the base config
+once, before any run is built, so a typo fails fast with suggestions.
+
+    >>> tree = {"model": {"lora_rank": 8}, "optimizer": {"lr": 0.1}, "epochs": 1}
+    >>> resolve_key("lora_rank", tree).dotted
+    'model.lora_rank'
+    >>> resolve_key("learning_rate", tree).dotted
+    'optimizer.lr'
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Iterator, Literal
+
+from .errors import AmbiguousKeyError, ConflictingKeyError, ExperimentSchemaError, UnknownKeyError, close_matches
+
+#: Names researchers use for settings that live elsewhere in torchtune configs.
+#: An alias is tried after top-level keys and before the unique-leaf search.
+ALIASES: dict[str, str] = {
+    "learning_rate": "optimizer.lr",
+    "lr": "optimizer.lr",
+    "weight_decay": "optimizer.weight_decay",
+    "warmup_steps": "lr_scheduler.num_warmup_steps",
+    "num_warmup_steps": "lr_scheduler.num_warmup_steps",
+    "num_epochs": "epochs",
+    "max_steps": "max_steps_per_epoch",
+    "grad_accum": "gradient_accumulation_steps",
+    "gradient_accumulation": "gradient_accumulation_steps",
+    "rank": "model.lora_rank",
+    "alpha": "model.lora_alpha",
+    "data_files": "dataset.data_files",
+    "tokenizer_path": "tokenizer.path",
+    "max_seq_len": "tokenizer.max_seq_len",
+    "checkpoint_dir": "checkpointer.checkpoint_dir",
+}
+
+Op = Literal["set", "add", "delete"]
+
+
+@dataclass(frozen=True)
+class Key:
+    """A resolved key: where it points and what to do there."""
+
+    raw: str
+    path: tuple[str, ...]
+    op: Op = "set"
+
+    @property
+    def dotted(self) -> str:
+        return ".".join(self.path)
+
+
+def split_op(raw: str) -> tuple[Op, str]:
+    """``'+a.b'`` → ``('add', 'a.b')``; ``'~a'`` → ``('delete', 'a')``; else ``('set', raw)``."""
+    if raw.startswith("+"):
+        return "add", raw[1:]
+    if raw.startswith("~"):
+        return "delete", raw[1:]
+    return "set", raw
+
+
+def resolve_key(raw: str, tree: dict, section: str = "controls") -> Key:
+    """Resolve one key written in ``section`` against ``tree`` (the base config)."""
+    op, name = split_op(str(raw))
+    if not name or any(not part for part in name.split(".")):
+        raise ExperimentSchemaError(f"{section}: '{raw}' is not a valid key (empty part in the dotted path)")
+    path = tuple(name.split("."))
+    if op == "add":
+        if _get(tree, path) is not _MISSING:
+            raise ConflictingKeyError(
+                f"{section}: '{raw}' adds '{name}', but the base config already has it; drop the '+' to change it"
+            )
+        parent = _get(tree, path[:-1]) if len(path) > 1 else tree
+        if parent is not _MISSING and parent is not None and not isinstance(parent, dict):
+            raise ExperimentSchemaError(f"{section}: '{raw}': '{'.'.join(path[:-1])}' is not a mapping, so nothing can be added under it")
+        return Key(raw, path, op)
+    if len(path) == 1 and name not in tree:
+        path = _short_name(name, tree, section, raw)
+    elif _get(tree, path) is _MISSING and not _component_accepts(tree, path):
+        raise UnknownKeyError(_unknown_message(name, tree, section, raw))
+    return Key(raw, path, op)
+
+
+def check_nested(key: Key, value: Any, tree: dict, section: str) -> None:
+    """Check the keys inside a mapping value that will be deep-merged at ``key``.
+
+    A mapping that brings its own, different ``_component_`` replaces the node
+    whole, so its keys are not looked up in the base.
+    """
+    if key.op != "set" or not isinstance(value, dict):
+        return
+    node = _get(tree, key.path)
+    if not isinstance(node, dict):
+        return  # replacing null or a missing node; merge reports real type clashes
+    if "_component_" in value and value["_component_"] != node.get("_component_"):
+        return
+    for child, child_value in value.items():
+        op, name = split_op(str(child))
+        path = key.path + (name,)
+        here = f"{key.dotted}.{child}"
+        if op == "add":
+            if name in node:
+                raise ConflictingKeyError(f"{section}: '{here}' adds '{name}', but the base already has it; drop the '+'")
+            continue
+        if name not in node and not _component_accepts(tree, path):
+            raise UnknownKeyError(_unknown_message(".".join(path), tree, section, here))
+        if op == "set":
+            check_nested(Key(here, path), child_value, tree, section)
+
+
+def check_conflicts(controls: list[Key], control_values: list[Any], variables: list[Key]) -> None:
+    """Refuse a key set twice: twice in one section, or as both a variable and a control."""
+    _no_repeats(variables, "variables")
+    _no_repeats(controls, "controls")
+    leaves = [(key, leaf) for key, value in zip(controls, control_values) for leaf in _leaf_paths(key.path, value)]
+    for var in variables:
+        for key, leaf in leaves:
+            n = min(len(leaf), len(var.path))
+            if leaf[:n] == var.path[:n]:
+                raise ConflictingKeyError(
+                    f"'{var.dotted}' is both a variable ('{var.raw}') and a control ('{key.raw}'); "
+                    "a key is either fixed or swept: remove it from one of the two sections"
+                )
+
+
+def leaf_index(tree: dict) -> dict[str, list[tuple[str, ...]]]:
+    """Map every leaf name below the top level to the paths that end in it."""
+    index: dict[str, list[tuple[str, ...]]] = {}
+    for path, _ in _walk(tree):
+        if len(path) > 1 and path[-1] != "_component_":
+            index.setdefault(path[-1], []).append(path)
+    return index
+
+
+def all_paths(tree: dict) -> list[str]:
+    """Every dotted path of ``tree`` (mappings and leaves)."""
+    return [".".join(p) for p, _ in _walk(tree, include_mappings=True)]
+
+
+# ----------------------------------------------------------------------------- internals
+
+_MISSING = object()
+
+
+def _get(tree: Any, path: tuple[str, ...]) -> Any:
+    node = tree
+    for part in path:
+        if not isinstance(node, dict) or part not in node:
+            return _MISSING
+        node = node[part]
+    return node
+
+
+def _walk(tree: dict, prefix: tuple[str, ...] = (), include_mappings: bool = False) -> Iterator[tuple[tuple[str, ...], Any]]:
+    for k, v in tree.items():
+        path = prefix + (str(k),)
+        if isinstance(v, dict):
+            if include_mappings:
+                yield path, v
+            yield from _walk(v, path, include_mappings)
+        else:
+            yield path, v
+
+
+def _short_name(name: str, tree: dict, section: str, raw: str) -> tuple[str, ...]:
+    alias = ALIASES.get(name)
+    if alias:
+        path = tuple(alias.split("."))
+        if _get(tree, path) is not _MISSING or _component_accepts(tree, path):
+            return path
+    matches = leaf_index(tree).get(name, [])
+    if len(matches) == 1:
+        return matches[0]
+    if len(matches) > 1:
+        listed = "\n".join(f"    - {'.'.join(p)}" for p in matches)
+        raise AmbiguousKeyError(f"{section}: '{raw}' matches {len(matches)} keys of the base config:\n{listed}\n  Write the full dotted path instead.")
+    raise UnknownKeyError(_unknown_message(name, tree, section, raw))
+
+
+def _unknown_message(name: str, tree: dict, section: str, raw: str) -> str:
+    paths = all_paths(tree)
+    leaves = leaf_index(tree)
+    candidates = close_matches(name, paths, n=3, cutoff=0.75)
+    if not candidates and "." not in name:
+        for leaf in close_matches(name, list(leaves) + list(tree) + list(ALIASES), n=3, cutoff=0.7):
+            if leaf in tree:
+                candidates.append(leaf)
+            elif leaf in ALIASES:
+                candidates.append(ALIASES[leaf] if ALIASES[leaf] in paths else leaf)
+            else:
+                candidates.extend(".".join(p) for p in leaves[leaf])
+    if not candidates and "." in name:
+        # a typo in the last part: compare with the siblings under the same parent
+        parent, _, last = name.rpartition(".")
+        node = _get(tree, tuple(parent.split(".")))
+        if isinstance(node, dict):
+            candidates = [f"{parent}.{m}" for m in close_matches(last, [str(k) for k in node], cutoff=0.6)]
+    msg = f"{section}: unknown key '{raw}': the base config has no '{name}'."
+    if candidates:
+        msg += " Did you mean " + " or ".join(f"'{c}'" for c in dict.fromkeys(candidates)) + "?"
+    msg += f" To add a new key on purpose, write '+{name}'."
+    return msg
+
+
+def _component_accepts(tree: dict, path: tuple[str, ...]) -> bool:
+    """True when ``path[:-1]`` is a ``_component_`` node whose signature takes ``path[-1]``."""
+    if len(path) < 2:
+        return False
+    parent = _get(tree, path[:-1])
+    if not isinstance(parent, dict) or not isinstance(parent.get("_component_"), str):
+        return False
+    return path[-1] in _accepted_args(parent["_component_"])
+
+
+@lru_cache(maxsize=None)
+def _accepted_args(component: str) -> frozenset[str]:
+    """Argument names a component accepts; imports it (and so torch) only when asked."""
+    target = _import_dotted(component)
+    if target is None:
+        return frozenset()
+    try:
+        params = inspect.signature(target).parameters
+    except (TypeError, ValueError):
+        return frozenset()
+    names = {n for n, p in params.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+    if any(p.kind == p.VAR_KEYWORD for p in params.values()) and component.startswith("torchtune.datasets"):
+        # torchtune's dataset builders pass **kwargs on to datasets.load_dataset
+        names |= _accepted_args("datasets.load_dataset")
+    return frozenset(names)
+
+
+def _import_dotted(path: str) -> Any:
+    from .lazy import import_torchtune
+
+    import_torchtune()  # components import torchtune anyway; this keeps its import quiet
+    parts = path.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        try:
+            for attr in parts[i:]:
+                obj = getattr(obj, attr)
+        except AttributeError:
+            return None
+        return obj
+    return None
+
+
+def _no_repeats(keys: list[Key], section: str) -> None:
+    seen: dict[tuple[str, ...], Key] = {}
+    for key in keys:
+        if key.path in seen:
+            raise ConflictingKeyError(
+                f"{section}: '{seen[key.path].raw}' and '{key.raw}' both set '{key.dotted}'; keep one of them"
+            )
+        seen[key.path] = key
+
+
+def _leaf_paths(path: tuple[str, ...], value: Any) -> Iterator[tuple[str, ...]]:
+    if isinstance(value, dict) and value:
+        for k, v in value.items():
+            _, name = split_op(str(k))
+            yield from _leaf_paths(path + (name,), v)
+    else:
+        yield path

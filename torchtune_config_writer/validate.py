@@ -1,0 +1,241 @@
+"""Validate generated configs in one process: torchtune's own check and more.
+
+torchtune's ``config.validate`` imports each top-level ``_component_`` and
+binds its arguments to the signature. We run exactly that, once per distinct
+(node, argument names) — the values don't matter to a signature bind — and add
+what it misses: interpolations that point nowhere, nested components, and the
+types of the settings every recipe reads.
+
+    >>> problems = validate_configs([("run_000", {"epochs": "two"})])   # doctest: +SKIP
+    >>> str(problems[0])                                                  # doctest: +SKIP
+    "run_000: epochs: must be an integer >= 1, got 'two'"
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Iterator, Sequence
+
+from .errors import close_matches
+
+
+@dataclass(frozen=True)
+class Problem:
+    run_id: str
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.run_id}: {self.key}: {self.message}"
+
+
+def validate_configs(configs: Sequence[tuple[str, dict]]) -> list[Problem]:
+    """Check every ``(run_id, config)``; return all problems (empty when all pass).
+
+    Imports torchtune once, on the first call.
+    """
+    problems: list[Problem] = []
+    for run_id, cfg in configs:
+        problems.extend(Problem(run_id, key, msg) for key, msg in check_config(cfg))
+    return problems
+
+
+def check_config(cfg: dict) -> list[tuple[str, str]]:
+    """``(key, problem)`` pairs for one config."""
+    found = list(_check_interpolations(cfg))
+    for path, node in _component_nodes(cfg):
+        names = tuple(sorted(str(k) for k in node if k != "_component_"))
+        found.extend((path, msg) for msg in _check_component(node["_component_"], names, top=path.count(".") == 0))
+    found.extend(_check_fields(cfg))
+    return found
+
+
+# ----------------------------------------------------------------------------- components
+
+
+def _component_nodes(node: Any, prefix: str = "") -> Iterator[tuple[str, dict]]:
+    if isinstance(node, dict):
+        if prefix and "_component_" in node:
+            yield prefix, node
+        for k, v in node.items():
+            yield from _component_nodes(v, f"{prefix}.{k}" if prefix else str(k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _component_nodes(v, f"{prefix}[{i}]")
+
+
+@lru_cache(maxsize=None)
+def _check_component(component: Any, arg_names: tuple[str, ...], top: bool) -> tuple[str, ...]:
+    """Problems of one component node, by torchtune's own rules (cached: 1,000 runs share a handful)."""
+    import inspect
+
+    from omegaconf import OmegaConf
+
+    from .lazy import import_torchtune
+
+    tt_config = import_torchtune().config
+    from torchtune.config._errors import ConfigError, InstantiationError
+
+    if not isinstance(component, str) or not component:
+        return (f"_component_ must be a dotted import path, got {component!r}",)
+    node = OmegaConf.create({"node": {"_component_": component, **{n: None for n in arg_names}}})
+    try:
+        if top:
+            tt_config.validate(node)
+        else:
+            # torchtune validates top-level nodes only; check nested ones the same way
+            target = tt_config._utils._get_component_from_path(component)
+            inspect.signature(target).bind_partial(**{n: None for n in arg_names})
+    except ConfigError as e:
+        return tuple(_explain_type_error(str(err), component) for err in e.errors)
+    except InstantiationError as e:
+        return (_explain_import_error(component, e),)
+    except (TypeError, ValueError) as e:
+        return (_explain_type_error(str(e), component),)
+    return ()
+
+
+def _explain_type_error(text: str, component: str) -> str:
+    bad = re.search(r"unexpected keyword argument '([^']+)'", text)
+    if bad:
+        accepted = _accepted(component)
+        hint = close_matches(bad.group(1), accepted)
+        fix = f" Did you mean '{hint[0]}'?" if hint else ""
+        return f"{component} does not accept argument '{bad.group(1)}'.{fix}"
+    return f"{component}: {text.strip()}"
+
+
+def _explain_import_error(component: str, err: Exception) -> str:
+    module, _, attr = component.rpartition(".")
+    hint = ""
+    try:
+        import importlib
+
+        names = dir(importlib.import_module(module))
+        close = close_matches(attr, names)
+        hint = f" Did you mean '{module}.{close[0]}'?" if close else ""
+    except Exception:
+        pass
+    first = str(err).strip().splitlines()[0]
+    return f"cannot import component '{component}' ({first}).{hint}"
+
+
+def _accepted(component: str) -> list[str]:
+    import inspect
+
+    from torchtune.config._utils import _get_component_from_path
+
+    try:
+        return list(inspect.signature(_get_component_from_path(component)).parameters)
+    except Exception:
+        return []
+
+
+# ----------------------------------------------------------------------------- interpolations
+
+_INTERP = re.compile(r"\$\{([^${}]*)\}")
+
+
+def _check_interpolations(cfg: dict) -> Iterator[tuple[str, str]]:
+    for path, value in _leaves(cfg):
+        if not isinstance(value, str) or "${" not in value:
+            continue
+        for ref in _INTERP.findall(value):
+            ref = ref.strip()
+            if ":" in ref or ref.startswith("."):
+                yield from _resolve_with_omegaconf(cfg, path)  # resolvers and relative refs: ask OmegaConf
+                break
+            if _lookup(cfg, ref) is _MISSING:
+                close = close_matches(ref, [p for p, _ in _leaves(cfg, mappings=True)])
+                hint = f" Did you mean '${{{close[0]}}}'?" if close else ""
+                yield path, f"interpolation '${{{ref}}}' points to a key the config does not have.{hint}"
+
+
+def _resolve_with_omegaconf(cfg: dict, path: str) -> Iterator[tuple[str, str]]:
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        OmegaConf.select(OmegaConf.create(cfg), path, throw_on_missing=True)
+    except OmegaConfBaseException as e:
+        yield path, f"cannot resolve interpolation: {str(e).splitlines()[0]}"
+    except Exception as e:  # a custom resolver may raise anything
+        yield path, f"cannot resolve interpolation: {e}"
+
+
+_MISSING = object()
+
+
+def _lookup(cfg: Any, dotted: str) -> Any:
+    node = cfg
+    for part in dotted.split("."):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return _MISSING
+    return node
+
+
+def _leaves(node: Any, prefix: str = "", mappings: bool = False) -> Iterator[tuple[str, Any]]:
+    if isinstance(node, dict):
+        if mappings and prefix:
+            yield prefix, node
+        for k, v in node.items():
+            yield from _leaves(v, f"{prefix}.{k}" if prefix else str(k), mappings)
+    else:
+        yield prefix, node
+
+
+# ----------------------------------------------------------------------------- fields recipes read
+
+_DTYPES = ("fp32", "bf16", "fp16", "fp64")
+_DEVICE = re.compile(r"^(cpu|cuda|mps|xpu|npu|hpu|meta)(:\d+)?$")
+
+
+def _check_fields(cfg: dict) -> Iterator[tuple[str, str]]:
+    for key in ("epochs", "batch_size", "gradient_accumulation_steps", "log_every_n_steps"):
+        if key in cfg and not _positive_int(cfg[key]):
+            yield key, f"must be an integer >= 1, got {cfg[key]!r}"
+    if cfg.get("max_steps_per_epoch") is not None and not _positive_int(cfg["max_steps_per_epoch"]):
+        yield "max_steps_per_epoch", f"must be an integer >= 1 or null, got {cfg['max_steps_per_epoch']!r}"
+    if cfg.get("seed") is not None and not (isinstance(cfg["seed"], int) and not isinstance(cfg["seed"], bool)):
+        yield "seed", f"must be an integer or null, got {cfg['seed']!r}"
+    optimizer = cfg.get("optimizer")
+    if isinstance(optimizer, dict) and "lr" in optimizer:
+        lr = optimizer["lr"]
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or lr <= 0:
+            if not (isinstance(lr, str) and "${" in lr):
+                yield "optimizer.lr", f"must be a positive number, got {lr!r}"
+    if "dtype" in cfg and cfg["dtype"] is not None and cfg["dtype"] not in _DTYPES:
+        hint = close_matches(str(cfg["dtype"]), _DTYPES)
+        yield "dtype", f"must be one of {', '.join(_DTYPES)}, got {cfg['dtype']!r}." + (f" Did you mean '{hint[0]}'?" if hint else "")
+    if "device" in cfg and not (isinstance(cfg["device"], str) and _DEVICE.match(cfg["device"])):
+        yield "device", f"must be a device such as cpu, cuda or cuda:0, got {cfg['device']!r}"
+    checkpointer = cfg.get("checkpointer")
+    if isinstance(checkpointer, dict) and "model_type" in checkpointer:
+        known = _model_types()
+        if known and checkpointer["model_type"] not in known:
+            hint = close_matches(str(checkpointer["model_type"]), known)
+            yield "checkpointer.model_type", f"unknown model_type {checkpointer['model_type']!r}." + (
+                f" Did you mean '{hint[0]}'?" if hint else f" Known: {', '.join(known)}"
+            )
+
+
+def _positive_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+
+@lru_cache(maxsize=1)
+def _model_types() -> tuple[str, ...]:
+    from .lazy import import_torchtune
+
+    import_torchtune()
+    try:
+        from torchtune.training.checkpointing._utils import ModelType
+    except ImportError:
+        return ()
+    return tuple(m.name for m in ModelType)
