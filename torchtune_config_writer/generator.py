@@ -130,20 +130,22 @@ def compile_experiment(exp: Experiment, experiment_dir: Path) -> GenerationResul
     template = base.data
     control_keys: list[Key] = []
     for raw, value in exp.controls.items():
-        key = resolve_key(raw, template, "controls")
-        _refuse_output_dir(key, "controls")
-        check_nested(key, value, template, "controls")
+        where = exp.where("controls", raw)
+        key = resolve_key(raw, template, where)
+        _refuse_output_dir(key, where)
+        check_nested(key, value, template, where)
         apply(template, key, value)
         control_keys.append(key)
 
     var_keys = []
     for raw, values in exp.variables.items():
-        key = resolve_key(raw, template, "variables")
-        _refuse_output_dir(key, "variables")
+        where = exp.where("variables", raw)
+        key = resolve_key(raw, template, where)
+        _refuse_output_dir(key, where)
         if key.op == "delete":
-            raise ExperimentSchemaError(f"variables: '{raw}' deletes a key; deleting belongs in controls ('{raw}: null')")
+            raise ExperimentSchemaError(f"{where}: '{raw}' deletes a key; deleting belongs in controls ('{raw}: null')")
         for value in values:
-            check_nested(key, value, template, "variables")
+            check_nested(key, value, template, where)
         var_keys.append(key)
     check_conflicts(control_keys, list(exp.controls.values()), var_keys)
 

@@ -198,11 +198,14 @@ def _unknown_message(name: str, tree: dict, section: str, raw: str) -> str:
             else:
                 candidates.extend(".".join(p) for p in leaves[leaf])
     if not candidates and "." in name:
-        # a typo in the last part: compare with the siblings under the same parent
+        # a typo in the last part: compare with the siblings, and the arguments a component takes
         parent, _, last = name.rpartition(".")
         node = _get(tree, tuple(parent.split(".")))
         if isinstance(node, dict):
-            candidates = [f"{parent}.{m}" for m in close_matches(last, [str(k) for k in node], cutoff=0.6)]
+            siblings = [str(k) for k in node]
+            if isinstance(node.get("_component_"), str):
+                siblings += sorted(_accepted_args(node["_component_"]))
+            candidates = [f"{parent}.{m}" for m in close_matches(last, siblings, cutoff=0.6)]
     msg = f"{section}: unknown key '{raw}': the base config has no '{name}'."
     if candidates:
         msg += " Did you mean " + " or ".join(f"'{c}'" for c in dict.fromkeys(candidates)) + "?"

@@ -84,6 +84,13 @@ class Experiment(_Strict):
     source_path: Path | None = Field(None, exclude=True)
     """The experiment file this came from (None for a dict)."""
     source_text: str | None = Field(None, exclude=True)
+    locations: dict[str, str] = Field(default_factory=dict, exclude=True)
+    """``'controls.<key>'`` / ``'variables.<key>'`` → ``'file:line'``, for error messages."""
+
+    def where(self, section: str, key: str) -> str:
+        """``'experiment.yaml:12 (controls)'``, or just the section when the line is unknown."""
+        loc = self.locations.get(f"{section}.{key}")
+        return f"{loc} ({section})" if loc else section
 
     @field_validator("experiment_name")
     @classmethod
@@ -137,6 +144,7 @@ def load_experiment(source: str | Path | dict | Experiment) -> Experiment:
     if not isinstance(raw, dict):
         raise ExperimentSchemaError(f"{path}: the top level must be a mapping of keys (experiment_name: ...)")
     exp = _build(to_plain(raw), raw=raw, where=str(path))
+    exp.locations = _key_locations(raw, str(path))
     exp.source_path = path.resolve()
     exp.source_text = text
     if exp.base_config_file is not None and not exp.base_config_file.is_absolute():
@@ -220,6 +228,26 @@ def flatten_variables(variables: Any, where: str, raw: Any = None) -> dict[str, 
 
     walk(variables, "", raw)
     return flat
+
+
+def _key_locations(raw: Any, where: str) -> dict[str, str]:
+    """File:line of every control key and (flattened) variable key."""
+    out: dict[str, str] = {}
+    controls = raw.get("controls")
+    if isinstance(controls, dict):
+        for key in controls:
+            out[f"controls.{key}"] = _line_of(controls, key, where)
+
+    def walk(node: Any, prefix: str) -> None:
+        for key, value in node.items():
+            if isinstance(value, dict):
+                walk(value, f"{prefix}{key}.")
+            else:
+                out[f"variables.{prefix}{key}"] = _line_of(node, key, where)
+
+    if isinstance(raw.get("variables"), dict):
+        walk(raw["variables"], "")
+    return out
 
 
 def _line_of(raw: Any, key: Any, where: str) -> str:
