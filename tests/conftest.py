@@ -1,0 +1,105 @@
+"""Shared fixtures.
+
+- ``hf_cache`` (session, autouse): HF_HOME / HF_DATASETS_CACHE in a temporary
+  directory, because `datasets` writes a cache when a run loads its JSON data.
+- ``tiny_assets`` (session): the offline tokenizer, model, data and example configs.
+- ``make_experiment_dir``: writes an experiment directory by hand, following
+  Appendix B only (configs/run_NNN.yaml + run_mapping.yaml), with no generator.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+from ruamel.yaml import YAML
+
+
+@pytest.fixture(scope="session", autouse=True)
+def hf_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Point Hugging Face caches (inherited by `tune run` children) at a session temp dir."""
+    root = tmp_path_factory.mktemp("hf_home")
+    saved = {k: os.environ.get(k) for k in ("HF_HOME", "HF_DATASETS_CACHE")}
+    os.environ["HF_HOME"] = str(root)
+    os.environ["HF_DATASETS_CACHE"] = str(root / "datasets")
+    yield root
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def tiny_assets(tmp_path_factory: pytest.TempPathFactory):
+    """The tiny assets (built once per session, a few seconds)."""
+    from torchtune_config_writer.assets import build_tiny_assets
+
+    return build_tiny_assets(tmp_path_factory.mktemp("tiny_assets"))
+
+
+def _set_dotted(node: Any, dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    for p in parents:
+        node = node[p]
+    node[leaf] = value
+
+
+def write_experiment_dir(
+    exp_dir: Path,
+    base_config: Path,
+    runs: list[dict[str, Any]],
+    *,
+    recipe: str = "lora_finetune_single_device",
+    validation: list[str] | None = None,
+    name: str = "handmade",
+) -> Path:
+    """Write an Appendix B experiment directory: one config per entry of ``runs`` (dotted key -> value).
+
+    Every run gets its own output_dir (exp_dir/runs/run_NNN); ``validation``
+    gives each run's validation state (default all ``passed``).
+    """
+    yaml = YAML(typ="rt")
+    (exp_dir / "configs").mkdir(parents=True, exist_ok=True)
+    variables = sorted({k for r in runs for k in r})
+    table = []
+    for i, overrides in enumerate(runs):
+        rid = f"run_{i:03d}"
+        cfg = yaml.load(base_config.read_text())
+        out = exp_dir / "runs" / rid
+        cfg["output_dir"] = str(out)
+        for key, value in overrides.items():
+            _set_dotted(cfg, key, value)
+        path = exp_dir / "configs" / f"{rid}.yaml"
+        with open(path, "w") as f:
+            yaml.dump(cfg, f)
+        table.append({
+            "run_id": rid, "index": i, "config": f"configs/{rid}.yaml",
+            "config_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+            "output_dir": str(out), "parameters": dict(overrides),
+            "validation": (validation or ["passed"] * len(runs))[i],
+        })
+    mapping = {
+        "experiment_name": name, "recipe": recipe, "distributed": False,
+        "base_config_file": str(base_config), "created": "2026-01-01T00:00:00", "tool_version": "test",
+        "variables": variables,
+        "validation": "failed" if "failed" in (validation or []) else "passed",
+        "runs": table,
+    }
+    with open(exp_dir / "run_mapping.yaml", "w") as f:
+        YAML(typ="safe", pure=True).dump(mapping, f)
+    return exp_dir
+
+
+@pytest.fixture
+def make_experiment_dir(tmp_path: Path, tiny_assets) -> Callable[..., Path]:
+    """Factory: ``make_experiment_dir(runs=[{"optimizer.lr": 1e-3}, ...], name=...)`` -> experiment dir."""
+    counter = iter(range(1000))
+
+    def make(runs: list[dict[str, Any]], **kwargs: Any) -> Path:
+        return write_experiment_dir(tmp_path / f"exp{next(counter)}", tiny_assets.base_config, runs, **kwargs)
+
+    return make

@@ -1,0 +1,178 @@
+"""Collect the runs' metrics into results.csv and results.md.
+
+For each run of ``run_mapping.yaml``: its parameters, its status record, and
+what torchtune's DiskLogger wrote (``Step 3 | loss:6.37 lr:0.00029
+tokens_per_second_per_gpu:27375.6``) under its metric log directory. A run
+without logs or status gets empty cells, never an error.
+
+    >>> path = collect("outputs/tiny_rank_lr")          # doctest: +SKIP
+    >>> print(path.with_suffix(".md").read_text())       # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from .status import load_mapping, read_all
+
+METRIC_COLUMNS = ["status", "exit_code", "steps", "final_loss", "min_loss", "mean_tokens_per_s", "wall_time_s"]
+
+_STEP_LINE = re.compile(r"^Step (\d+) \| (.*)$")
+_PAIR = re.compile(r"(\S+?):(\S+)")
+
+
+def parse_disk_log(text: str) -> dict[int, dict[str, float]]:
+    """Metrics per step from DiskLogger lines (later lines of a step add to or replace earlier ones).
+
+    >>> parse_disk_log("Step 1 | loss:6.4 lr:0.001 \\nStep 2 | loss:6.1 tokens_per_second_per_gpu:900.5 \\n")
+    {1: {'loss': 6.4, 'lr': 0.001}, 2: {'loss': 6.1, 'tokens_per_second_per_gpu': 900.5}}
+    """
+    steps: dict[int, dict[str, float]] = {}
+    for line in text.splitlines():
+        m = _STEP_LINE.match(line.strip())
+        if not m:
+            continue
+        metrics = steps.setdefault(int(m.group(1)), {})
+        for name, value in _PAIR.findall(m.group(2)):
+            try:
+                metrics[name] = float(value)
+            except ValueError:
+                pass  # a non-numeric value (a logged string): not a metric we summarize
+    return steps
+
+
+def summarize(steps: dict[int, dict[str, float]]) -> dict[str, Any]:
+    """steps, final_loss, min_loss and mean_tokens_per_s of parsed log lines (None where absent).
+
+    >>> summarize({1: {"loss": 6.0, "tokens_per_second_per_gpu": 10.0}, 2: {"loss": 5.0}})
+    {'steps': 2, 'final_loss': 5.0, 'min_loss': 5.0, 'mean_tokens_per_s': 10.0}
+    """
+    losses = [(s, m["loss"]) for s, m in sorted(steps.items()) if "loss" in m]
+    tps = [m["tokens_per_second_per_gpu"] for m in steps.values() if "tokens_per_second_per_gpu" in m]
+    return {
+        "steps": max(steps) if steps else None,
+        "final_loss": losses[-1][1] if losses else None,
+        "min_loss": min(v for _, v in losses) if losses else None,
+        "mean_tokens_per_s": sum(tps) / len(tps) if tps else None,
+    }
+
+
+def metric_log_file(config_path: Path, output_dir: Path, started: str | None = None) -> Path | None:
+    """The DiskLogger file of a run's latest attempt, or None.
+
+    The log directory comes from the run's config (``metric_logger.log_dir``,
+    usually ``${output_dir}/logs``); each attempt writes a new ``log_<time>.txt``,
+    so the newest file written since the run's ``started`` time is the one.
+    """
+    log_dir, filename = _log_location(config_path, output_dir)
+    if log_dir is None or not log_dir.is_dir():
+        return None
+    files = [log_dir / filename] if filename else list(log_dir.glob("*.txt"))
+    files = [f for f in files if f.is_file()]
+    if started:
+        try:
+            t0 = datetime.fromisoformat(started).timestamp() - 1  # status times have whole seconds
+            files = [f for f in files if f.stat().st_mtime >= t0]
+        except ValueError:
+            pass
+    return max(files, key=lambda f: f.stat().st_mtime) if files else None
+
+
+def _log_location(config_path: Path, output_dir: Path) -> tuple[Path | None, str | None]:
+    """(log_dir, fixed filename or None) of a DiskLogger config; the default when unreadable."""
+    default = (output_dir / "logs", None)
+    try:
+        from omegaconf import OmegaConf  # torchtune's config library, light to import
+
+        cfg = OmegaConf.load(config_path)
+        cfg.output_dir = str(output_dir)  # as the run saw it
+        logger = cfg.get("metric_logger")
+        if logger is None or not str(logger.get("_component_", "")).endswith("DiskLogger"):
+            return None, None  # metrics went to another logger (wandb, tensorboard...)
+        return Path(str(logger.log_dir)), (str(logger.filename) if logger.get("filename") else None)
+    except Exception:
+        # A config we cannot read must not stop the collection of the others: guess the default.
+        return default
+
+
+def _wall_time(record: dict[str, Any]) -> float | None:
+    try:
+        return (datetime.fromisoformat(record["ended"]) - datetime.fromisoformat(record["started"])).total_seconds()
+    except (TypeError, ValueError, KeyError):
+        return None
+
+
+def collect_rows(exp_dir: str | Path) -> tuple[list[str], list[dict[str, Any]]]:
+    """(columns, one row per run) of an experiment directory."""
+    exp = Path(exp_dir)
+    mapping = load_mapping(exp)
+    variables = [str(v) for v in mapping.get("variables") or []]
+    statuses = read_all(exp, mapping)
+    rows = []
+    for run in sorted(mapping["runs"], key=lambda r: int(r["index"])):
+        rec = statuses[run["run_id"]]
+        params = run.get("parameters") or {}
+        row: dict[str, Any] = {"run_id": run["run_id"], **{v: params.get(v) for v in variables}}
+        row.update(status=rec["state"], exit_code=rec.get("exit_code"))
+        log = metric_log_file(exp / run["config"], Path(run["output_dir"]), rec.get("started"))
+        try:
+            row.update(summarize(parse_disk_log(log.read_text(errors="replace"))) if log else summarize({}))
+        except OSError:
+            row.update(summarize({}))
+        row["wall_time_s"] = _wall_time(rec)
+        rows.append(row)
+    return ["run_id", *variables, *METRIC_COLUMNS], rows
+
+
+def _cell(value: Any, digits: int | None = None) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.{digits}f}" if digits is not None else f"{value:.6g}"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, separators=(",", ":"))
+    return str(value)
+
+
+_MD_DIGITS = {"final_loss": 4, "min_loss": 4, "mean_tokens_per_s": 1, "wall_time_s": 1}
+
+
+def markdown_table(columns: list[str], rows: list[dict[str, Any]]) -> str:
+    """A GitHub-markdown table of the rows (losses to 4 decimals, rates and times to 1)."""
+    def cell(col: str, value: Any) -> str:
+        return _cell(value, _MD_DIGITS.get(col)).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    lines += ["| " + " | ".join(cell(c, r.get(c)) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def collect(exp_dir: str | Path) -> Path:
+    """Write results.csv and results.md into the experiment directory; return the csv's path.
+
+    >>> collect("outputs/tiny_rank_lr")        # doctest: +SKIP
+    PosixPath('outputs/tiny_rank_lr/results.csv')
+    """
+    exp = Path(exp_dir)
+    columns, rows = collect_rows(exp)
+    csv_path = exp / "results.csv"
+    with open(csv_path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(columns)
+        writer.writerows([[_cell(r.get(c)) for c in columns] for r in rows])
+    name = load_mapping(exp).get("experiment_name", exp.name)
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    md = (
+        f"# Results: {name}\n\n{markdown_table(columns, rows)}\n\n"
+        f"{len(rows)} runs: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + ". "
+        "Losses and tokens/s from each run's DiskLogger log; wall time from status/.\n"
+    )
+    (exp / "results.md").write_text(md)
+    return csv_path

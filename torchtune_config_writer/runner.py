@@ -1,0 +1,443 @@
+"""Run the configs of an experiment directory with ``tune run`` and record each run's status.
+
+``run_one`` runs one run (what each SLURM array task calls); ``run_experiment``
+runs a selection locally, one after another or N at a time. Both only read the
+experiment directory (Appendix B) and write ``status/`` and ``logs/``.
+
+Each run is a child process in its own session, so that Ctrl-C or SIGTERM
+reaches this process only; it then stops the child (and torchrun's workers)
+and records ``cancelled``. A run is never left ``running`` except when this
+process itself is killed with SIGKILL.
+
+    >>> code = run_one("outputs/tiny_rank_lr", 0)                    # doctest: +SKIP
+    >>> summary = run_experiment("outputs/tiny_rank_lr", parallel=2)  # doctest: +SKIP
+    >>> summary.exit_code                                            # doctest: +SKIP
+    0
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO, Any, Callable, Iterable, Iterator
+
+from .errors import ConfigWriterError
+from .status import (
+    CANCELLED, COMPLETED, FAILED, LOG_DIR, PENDING, RUNNING,
+    RunNotRunnableError, check_runnable, find_run, load_mapping, read_all, select_runs, write_status,
+)
+
+#: Environment variable giving torchrun's --nproc_per_node for distributed recipes.
+NPROC_ENV = "TORCHTUNE_CONFIG_WRITER_NPROC_PER_NODE"
+
+# Seconds a stopped child gets to exit after SIGTERM before it is killed.
+_KILL_GRACE_S = 10.0
+_POLL_S = 0.1
+
+
+class _Interrupted(BaseException):
+    """Raised in the main thread by SIGINT, SIGTERM or SIGHUP while runs are in progress."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+# ----------------------------------------------------------------------------- one child process
+
+
+def tune_command() -> list[str]:
+    """The ``tune`` of this Python environment (not whichever ``tune`` is first on PATH)."""
+    exe = Path(sys.executable).parent / "tune"
+    return [str(exe)] if exe.is_file() else [sys.executable, "-m", "torchtune._cli.tune"]
+
+
+def build_command(mapping: dict[str, Any], run: dict[str, Any], nproc_per_node: int | str | None = None) -> list[str]:
+    """The ``tune run`` command line of a run, relative to the experiment directory.
+
+    >>> m = {"recipe": "lora_finetune_single_device", "distributed": False}
+    >>> build_command(m, {"config": "configs/run_000.yaml"})[-4:]
+    ['run', 'lora_finetune_single_device', '--config', 'configs/run_000.yaml']
+    """
+    cmd = tune_command() + ["run"]
+    if mapping.get("distributed"):
+        # torchrun options go before the recipe name; tune run adds --standalone (a free port),
+        # so runs sharing a node do not collide.
+        cmd += ["--nnodes", "1", "--nproc_per_node", str(nproc_for(nproc_per_node))]
+    return cmd + [str(mapping["recipe"]), "--config", str(run["config"])]
+
+
+def nproc_for(nproc_per_node: int | str | None = None) -> int | str:
+    """Processes per node for a distributed run: the argument, $TORCHTUNE_CONFIG_WRITER_NPROC_PER_NODE,
+    SLURM's $SLURM_GPUS_ON_NODE, else torchrun's ``auto`` (one per GPU, or per CPU without GPUs)."""
+    for value in (nproc_per_node, os.environ.get(NPROC_ENV), os.environ.get("SLURM_GPUS_ON_NODE")):
+        if value not in (None, ""):
+            return value
+    return "auto"
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _exit_code(returncode: int) -> int:
+    # Popen reports death by signal N as -N; record it as a shell (and SLURM) would: 128 + N.
+    return 128 - returncode if returncode < 0 else returncode
+
+
+@dataclass
+class _Child:
+    """A started run: its process, its status record and its open log."""
+
+    exp_dir: Path
+    run: dict[str, Any]
+    proc: subprocess.Popen
+    record: dict[str, Any]
+    log: IO | None
+    t0: float = field(default_factory=time.monotonic)
+    done: bool = False
+
+    @property
+    def run_id(self) -> str:
+        return self.run["run_id"]
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.t0
+
+    def finish(self, state: str | None = None) -> str:
+        """Record the outcome of an exited child (``completed``/``failed``, or ``state``)."""
+        code = _exit_code(self.proc.wait())
+        self.record.update(state=state or (COMPLETED if code == 0 else FAILED), exit_code=code, ended=_now())
+        if self.log and not self.log.closed:
+            self.log.write(f"\n# {self.record['state']} with exit code {code} at {self.record['ended']}\n")
+            self.log.close()
+        write_status(self.exp_dir, self.record)
+        self.done = True
+        return self.record["state"]
+
+    def stop(self) -> str:
+        """Stop the child (and its own children) and record ``cancelled``, unless it had already ended."""
+        if self.proc.poll() is not None:
+            return self.finish()
+        _kill_group(self.proc)
+        return self.finish(CANCELLED)
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    """SIGTERM the child's process group (torchrun and its workers), SIGKILL it after a grace period."""
+    for sig, wait_s in ((signal.SIGTERM, _KILL_GRACE_S), (signal.SIGKILL, None)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait_s)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _slurm_fields() -> dict[str, Any]:
+    env = os.environ
+    return {
+        "slurm_job_id": env.get("SLURM_JOB_ID"),
+        "slurm_array_job_id": env.get("SLURM_ARRAY_JOB_ID"),
+        "slurm_array_task_id": env.get("SLURM_ARRAY_TASK_ID"),
+    }
+
+
+def _start(exp_dir: Path, mapping: dict[str, Any], run: dict[str, Any], *, capture: bool,
+           nproc_per_node: int | str | None = None, env: dict[str, str] | None = None) -> _Child:
+    """Record ``running`` and start the run's ``tune run`` with cwd = the experiment directory."""
+    rid = run["run_id"]
+    cmd = build_command(mapping, run, nproc_per_node)
+    slurm = _slurm_fields()
+    if capture:
+        log_rel = f"{LOG_DIR}/{rid}.log"
+    elif slurm["slurm_array_job_id"]:
+        log_rel = f"{LOG_DIR}/{slurm['slurm_array_job_id']}_{slurm['slurm_array_task_id']}.out"
+    else:
+        log_rel = None  # output goes to our own stdout, wherever that is
+    record = {"run_id": rid, "state": RUNNING, "exit_code": None, "started": _now(), "ended": None,
+              "host": socket.gethostname(), **slurm, "log": log_rel}
+    log = None
+    if capture:
+        (exp_dir / LOG_DIR).mkdir(exist_ok=True)
+        log = open(exp_dir / log_rel, "w", buffering=1)  # one file per run, replaced by a rerun
+        log.write(f"# {shlex.join(cmd)}\n# cwd {exp_dir}\n# started {record['started']} on {record['host']}\n")
+    write_status(exp_dir, record)
+    try:
+        proc = subprocess.Popen(
+            cmd, cwd=exp_dir, stdin=subprocess.DEVNULL, env=env,
+            stdout=log if log else None, stderr=subprocess.STDOUT if log else None,
+            start_new_session=True,  # Ctrl-C reaches us, not the child: we stop it and record it
+        )
+    except OSError as e:
+        # The command itself could not start (tune missing?): a failed run, not a crash of the runner.
+        record.update(state=FAILED, exit_code=127, ended=_now())
+        if log:
+            log.write(f"# could not start {cmd[0]}: {e}\n")
+            log.close()
+        write_status(exp_dir, record)
+        raise ConfigWriterError(f"{rid}: could not start `{shlex.join(cmd)}`: {e}; is torchtune installed in {sys.prefix}?") from None
+    return _Child(exp_dir, run, proc, record, log)
+
+
+class _Signals:
+    """While active, SIGINT, SIGTERM (``scancel``) and SIGHUP raise ``_Interrupted`` in the main thread.
+
+    Inside ``with signals.held():`` (starting a child, recording a status) a
+    signal is held back and raised when the block ends, so that a run is never
+    started without being tracked, nor its status written halfway through.
+    Outside the main thread, where handlers cannot be installed, it does nothing.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+    def __init__(self) -> None:
+        self._old: dict[int, Any] = {}
+        self._holding = False
+        self._pending: int | None = None
+
+    def __enter__(self) -> "_Signals":
+        if threading.current_thread() is threading.main_thread():
+            self._old = {s: signal.signal(s, self._handler) for s in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self._holding:
+            self._pending = self._pending or signum
+        else:
+            raise _Interrupted(signum)
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        self._holding = True
+        try:
+            yield
+        finally:
+            self._holding = False
+        if self._pending:
+            signum, self._pending = self._pending, None
+            raise _Interrupted(signum)
+
+
+# ----------------------------------------------------------------------------- public API
+
+
+def run_one(exp_dir: str | Path, index: int | str, *, nproc_per_node: int | str | None = None,
+            capture_output: bool | None = None) -> int:
+    """Run one run of an experiment directory and return its exit code.
+
+    Refuses (``RunNotRunnableError``) a run whose validation did not pass or
+    whose config was edited after validation. Output goes to ``logs/run_NNN.log``;
+    inside a SLURM job (``$SLURM_JOB_ID`` set) it goes to the task's own stdout
+    (SLURM's ``logs/%A_%a.out``) unless ``capture_output=True``. On SIGINT,
+    SIGTERM (``scancel``) or SIGHUP the child is stopped, the run recorded
+    ``cancelled``, and 128 + the signal number returned.
+
+    >>> run_one("outputs/tiny_rank_lr", 3)      # doctest: +SKIP
+    0
+    """
+    exp = Path(exp_dir).resolve()
+    mapping = load_mapping(exp)
+    run = find_run(mapping, index)
+    check_runnable(exp, run)
+    capture = capture_output if capture_output is not None else "SLURM_JOB_ID" not in os.environ
+    child = None
+    with _Signals() as signals:
+        try:
+            with signals.held():
+                child = _start(exp, mapping, run, capture=capture, nproc_per_node=nproc_per_node)
+            child.proc.wait()
+            with signals.held():
+                child.finish()
+            return child.record["exit_code"]
+        except (KeyboardInterrupt, _Interrupted) as e:
+            if child is not None and not child.done:
+                child.stop()
+            return 128 + _signum(e)
+
+
+def _signum(exc: BaseException) -> int:
+    return exc.signum if isinstance(exc, _Interrupted) else int(signal.SIGINT)
+
+
+@dataclass
+class RunSummary:
+    """What ``run_experiment`` did; ``exit_code`` is 0 only when no run failed or was cancelled."""
+
+    total: int
+    completed: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    cancelled: list[str] = field(default_factory=list)
+    not_started: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    """Selected but not run: already completed (or running elsewhere)."""
+    interrupted_by: int | None = None
+
+    @property
+    def exit_code(self) -> int:
+        if self.interrupted_by:
+            return 128 + self.interrupted_by
+        return 1 if (self.failed or self.cancelled) else 0
+
+
+def plan_runs(exp_dir: str | Path, runs: str | Iterable[int] | None = None, *, rerun_failed: bool = False,
+              force: bool = False) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """Which selected runs to start, and why each of the others is skipped (run id -> reason).
+
+    Completed runs are skipped unless ``force``; ``rerun_failed`` keeps only
+    failed and cancelled runs; a run marked ``running`` is skipped unless
+    ``force`` (another process may be running it).
+    """
+    exp = Path(exp_dir)
+    mapping = load_mapping(exp)
+    states = read_all(exp, mapping)
+    todo, skipped = [], {}
+    for run in select_runs(mapping, runs):
+        rec = states[run["run_id"]]
+        state = rec["state"]
+        if rerun_failed and state not in (FAILED, CANCELLED):
+            skipped[run["run_id"]] = f"{state}, and only failed or cancelled runs are rerun"
+        elif state == COMPLETED and not force:
+            skipped[run["run_id"]] = "already completed (--force runs it again)"
+        elif state == RUNNING and not force:
+            skipped[run["run_id"]] = (
+                f"marked running on {rec.get('host')} since {rec.get('started')}; if no process runs it any more, "
+                "use --force"
+            )
+        else:
+            todo.append(run)
+    return todo, skipped
+
+
+def run_experiment(exp_dir: str | Path, runs: str | Iterable[int] | None = None, parallel: int = 1,
+                   rerun_failed: bool = False, force: bool = False,
+                   echo: Callable[[str], None] | None = None) -> RunSummary:
+    """Run the selected runs locally, ``parallel`` at a time, and return a summary.
+
+    Every run to start is checked first (``check_runnable``): if any may not
+    run, nothing starts and ``RunNotRunnableError`` lists them all. On Ctrl-C
+    or SIGTERM the running runs are stopped and recorded ``cancelled``; runs
+    not started keep their status. Progress lines go to ``echo`` (default print).
+
+    >>> run_experiment("outputs/tiny_rank_lr", runs="0-1", parallel=2).completed   # doctest: +SKIP
+    ['run_000', 'run_001']
+    """
+    say = echo or (lambda line: print(line, flush=True))
+    if parallel < 1:
+        raise ConfigWriterError(f"--parallel must be at least 1, got {parallel}")
+    exp = Path(exp_dir).resolve()
+    mapping = load_mapping(exp)
+    todo, skipped = plan_runs(exp, runs, rerun_failed=rerun_failed, force=force)
+    problems = []
+    for run in todo:
+        try:
+            check_runnable(exp, run)
+        except RunNotRunnableError as e:
+            problems.append(str(e))
+    if problems:
+        raise RunNotRunnableError(
+            f"{len(problems)} of the selected runs may not run, so none was started:\n  " + "\n  ".join(problems)
+            + "\n(--runs selects only the others)"
+        )
+    summary = RunSummary(total=len(todo), skipped=list(skipped))
+    for rid, why in skipped.items():
+        say(f"skip {rid}: {why}")
+    if not todo:
+        say("nothing to run")
+        return summary
+    say(f"running {len(todo)} run(s) of {mapping.get('experiment_name', exp.name)}, {parallel} at a time; "
+        f"logs in {exp / LOG_DIR}")
+    env = _thread_env(parallel)
+    queue, active = list(todo), []
+    with _Signals() as signals:
+        try:
+            while queue or active:
+                while queue and len(active) < parallel:
+                    with signals.held():
+                        run = queue.pop(0)
+                        active.append(_start(exp, mapping, run, capture=True, env=env))
+                    say(f"  started {run['run_id']}  {_params(run)}")
+                for child in [c for c in active if c.proc.poll() is not None]:
+                    with signals.held():
+                        state = child.finish()
+                        active.remove(child)
+                        getattr(summary, state).append(child.run_id)
+                    done = len(summary.completed) + len(summary.failed)
+                    say(f"[{done}/{len(todo)}] {child.run_id} {state} in {child.elapsed:.1f} s" + _why(exp, child))
+                time.sleep(_POLL_S)
+        except BaseException as e:
+            # Whatever stopped the loop, no child outlives it and no run stays `running`.
+            interrupted = isinstance(e, (KeyboardInterrupt, _Interrupted))
+            if interrupted:
+                summary.interrupted_by = _signum(e)
+                say(f"\ninterrupted by {signal.Signals(summary.interrupted_by).name}: stopping {len(active)} run(s)")
+            for child in active:
+                if not child.done:
+                    getattr(summary, child.stop()).append(child.run_id)
+            summary.not_started = [r["run_id"] for r in queue]
+            if not interrupted:
+                raise
+    say(_summary_line(summary))
+    return summary
+
+
+def _thread_env(parallel: int) -> dict[str, str] | None:
+    """The children's environment: with several runs at once, each gets its share of the cores.
+
+    torch uses every core in each process by default; N runs on one machine then
+    oversubscribe it and (measured, tiny model, 2 cores) run slower together than
+    one after another. An OMP_NUM_THREADS set by the user is kept.
+    """
+    if parallel <= 1 or "OMP_NUM_THREADS" in os.environ:
+        return None
+    return {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // parallel))}
+
+
+def _params(run: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v}" for k, v in (run.get("parameters") or {}).items())
+
+
+def _why(exp: Path, child: _Child) -> str:
+    """For a failed run: its exit code, log and last log line (usually the exception)."""
+    if child.record["state"] != FAILED:
+        return ""
+    last = ""
+    try:
+        lines = [ln for ln in (exp / child.record["log"]).read_text(errors="replace").splitlines()
+                 if ln.strip() and not ln.startswith("# ")]
+        last = f": {lines[-1].strip()[:200]}" if lines else ""
+    except OSError:
+        pass
+    return f" (exit {child.record['exit_code']}, see {child.record['log']}){last}"
+
+
+def _summary_line(s: RunSummary) -> str:
+    parts = [f"{len(s.completed)} completed", f"{len(s.failed)} failed"]
+    if s.cancelled:
+        parts.append(f"{len(s.cancelled)} cancelled")
+    if s.not_started:
+        parts.append(f"{len(s.not_started)} not started (still {PENDING} or as before)")
+    if s.skipped:
+        parts.append(f"{len(s.skipped)} skipped")
+    line = "summary: " + ", ".join(parts)
+    if s.failed:
+        line += f"\nfailed: {', '.join(s.failed)}; after fixing the cause, rerun them with --rerun-failed"
+    return line
