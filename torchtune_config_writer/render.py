@@ -56,7 +56,13 @@ class Renderer:
         lines = list(self.lines)
         for slot, new in patches:
             line = lines[slot.line]
-            lines[slot.line] = line[: slot.col] + new + line[slot.col + len(slot.text):]
+            rest = line[slot.col + len(slot.text):]
+            comment = rest.lstrip(" ")
+            if comment.startswith("#"):
+                # like the dumper: the comment stays in its column, at least one space after the value
+                comment_col = len(line) - len(comment)
+                rest = " " * max(comment_col - (slot.col + len(new)), 1) + comment
+            lines[slot.line] = line[: slot.col] + new + rest
         return "".join(lines), _with_values(self.plain, overrides)
 
     def _render_slow(self, overrides: list[tuple[Key, Any]]) -> tuple[str, dict]:
