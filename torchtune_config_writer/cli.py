@@ -119,3 +119,7 @@ from .cli_exec import collect_cmd, demo_cmd, run_cmd  # noqa: E402  (run, collec
 
 for _cmd in (run_cmd, collect_cmd, demo_cmd):
     main.add_command(_cmd)
+from .cli_slurm import COMMANDS as _SLURM_COMMANDS  # noqa: E402  (submit, status, task)
+
+for _cmd in _SLURM_COMMANDS:
+    main.add_command(_cmd)

@@ -1,0 +1,723 @@
+"""SLURM job arrays for an experiment directory: write ``submit.sbatch``, submit it, read its live state.
+
+One array task per run: task ``T`` of an array submitted with offset ``O``
+runs the run whose ``index`` is ``T + O`` through ``runner.run_one`` — the same
+function a local ``run`` uses — so both write identical status records.
+Everything here reads only the experiment directory (Appendix B) and the
+SLURM client tools; nothing imports torch or torchtune.
+
+    >>> from torchtune_config_writer.schema import SlurmSettings
+    >>> path = write_submit_script(exp_dir, mapping, SlurmSettings(max_concurrent=2))   # doctest: +SKIP
+    >>> [a.job_id for a in submit(exp_dir, runs="0-3")]                               # doctest: +SKIP
+    ['41']
+    >>> [s.state for s in run_states(exp_dir)]                                        # doctest: +SKIP
+    ['completed', 'completed', 'RUNNING', 'PENDING']
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import io
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+from ruamel.yaml import YAML
+
+from . import __version__
+from .errors import ConfigWriterError, ExperimentDirError, ExperimentSchemaError
+from .schema import SlurmSettings
+from .status import (
+    CANCELLED, COMPLETED, FAILED, RUNNING, RunNotRunnableError, check_runnable, load_mapping, read_all, select_runs,
+)
+
+SCRIPT_FILE = "submit.sbatch"
+JOBS_FILE = "slurm_jobs.yaml"
+HEADER_PREFIX = "# torchtune_config_writer: "
+
+#: SLURM states of a task that has not finished yet.
+ACTIVE_STATES = frozenset({"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED",
+                           "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING", "SIGNALING", "STAGE_OUT", "STOPPED"})
+#: SLURM states of a task that ended without success (a task that never wrote a status record shows these).
+FAILED_STATES = frozenset({"FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED",
+                           "BOOT_FAIL", "DEADLINE", "REVOKED", "SPECIAL_EXIT"})
+#: States (record or SLURM) that ``submit --failed`` resubmits.
+RESUBMIT_STATES = frozenset({FAILED, CANCELLED}) | FAILED_STATES
+
+
+class SlurmError(ConfigWriterError):
+    """SLURM is missing, refused a job, or an experiment cannot be submitted as asked."""
+
+
+class SlurmSettingsError(ExperimentSchemaError):
+    """A ``slurm:`` setting cannot go into the submit script (e.g. a newline in a #SBATCH value)."""
+
+
+# ----------------------------------------------------------------------------- #SBATCH values
+
+# Characters that sbatch's #SBATCH parser takes literally outside quotes.
+_SBATCH_SAFE = re.compile(r"[A-Za-z0-9_.,:=+@%/^~-]*")
+
+# Options submit.sbatch sets itself, or that have their own key in the slurm: section.
+_MANAGED_OPTIONS = {
+    "--array": "it is built from the runs and slurm.max_concurrent", "-a": "--array is built from the runs",
+    "--output": "logs go to logs/%A_%a.out (Appendix B)", "-o": "logs go to logs/%A_%a.out (Appendix B)",
+    "--chdir": "tasks run in the experiment directory", "-D": "tasks run in the experiment directory",
+    "--job-name": "use slurm.job_name", "-J": "use slurm.job_name",
+    "--partition": "use slurm.partition", "-p": "use slurm.partition",
+    "--account": "use slurm.account", "-A": "use slurm.account",
+    "--qos": "use slurm.qos", "-q": "use slurm.qos",
+    "--time": "use slurm.time", "-t": "use slurm.time",
+    "--nodes": "use slurm.nodes", "-N": "use slurm.nodes",
+    "--cpus-per-task": "use slurm.cpus_per_task", "-c": "use slurm.cpus_per_task",
+    "--mem": "use slurm.mem", "--constraint": "use slurm.constraint", "-C": "use slurm.constraint",
+    "--wait": "submit polls; --wait would block it", "-W": "submit polls; --wait would block it",
+    "--parsable": "submit passes it itself",
+}
+
+
+def sbatch_value(value: object, key: str) -> str:
+    """``value`` written for a ``#SBATCH --opt=VALUE`` line, or ``SlurmSettingsError``.
+
+    A ``#SBATCH`` line is read by sbatch, not by a shell, so shell quoting does
+    not apply. sbatch splits on unquoted whitespace (even after a backslash),
+    ends the line at an unescaped ``#`` and takes ``\\x`` as a literal ``x``; so a
+    value with anything but plain characters goes inside double quotes with
+    ``\\``, ``"``, ``'`` and ``#`` backslash-escaped. That reads back the same
+    in old (quotes: ``"`` only) and new sbatch parsers. Newlines and other
+    control characters cannot be carried at all and are refused.
+
+    >>> print(sbatch_value("my job #1", "job_name"))
+    "my job \\#1"
+    """
+    text = str(value)
+    if not text:
+        raise SlurmSettingsError(f"{key} is empty; remove it or give a value")
+    bad = sorted({c for c in text if not c.isprintable()})
+    if bad:
+        raise SlurmSettingsError(
+            f"{key} = {text!r} contains {', '.join(repr(c) for c in bad)}: a #SBATCH line cannot hold "
+            "newlines, tabs or other control characters; remove them"
+        )
+    if _SBATCH_SAFE.fullmatch(text):
+        return text
+    return '"' + "".join("\\" + c if c in '\\"\'#' else c for c in text) + '"'
+
+
+def sbatch_split(line: str) -> list[str]:
+    """The arguments sbatch reads from the text after ``#SBATCH`` (mirrors its parser).
+
+    Used to check ``extra_sbatch`` lines before sbatch sees them.
+
+    >>> sbatch_split('--comment="two words" --exclusive # a comment')
+    ['--comment=two words', '--exclusive']
+    """
+    args, cur, quote, escaped, have = [], [], "", False, False
+    for c in line:
+        if c.isspace() and not quote:
+            # sbatch checks for whitespace before escapes: an escaped blank still ends the word.
+            if have or cur:
+                args.append("".join(cur))
+            cur, have, escaped = [], False, False
+        elif escaped:
+            cur.append(c)
+            escaped, have = False, True
+        elif c == "\\":
+            escaped = True
+        elif quote:
+            if c == quote:
+                quote = ""
+            else:
+                cur.append(c)
+        elif c in "\"'":
+            quote, have = c, True
+        elif c == "#":
+            break
+        else:
+            cur.append(c)
+            have = True
+    if quote:
+        raise SlurmSettingsError(f"unmatched {quote} in #SBATCH {line}")
+    if have or cur:
+        args.append("".join(cur))
+    return args
+
+
+def sbatch_extra_line(line: str) -> str:
+    """Check one ``slurm.extra_sbatch`` entry (``--exclusive``, ``#SBATCH --mail-type=END``); return its text.
+
+    >>> sbatch_extra_line("#SBATCH --exclusive")
+    '--exclusive'
+    """
+    text = str(line).strip()
+    if text.startswith("#SBATCH"):
+        text = text[len("#SBATCH"):].strip()
+    where = f"slurm.extra_sbatch entry {line!r}"
+    if any(not c.isprintable() for c in text):
+        raise SlurmSettingsError(f"{where} contains a newline or control character; give one option per entry")
+    args = sbatch_split(text)
+    if not args or not args[0].startswith("-"):
+        raise SlurmSettingsError(f"{where} is not an sbatch option; write e.g. --exclusive or --mail-type=END")
+    for arg in args:
+        opt = arg.split("=", 1)[0] if arg.startswith("--") else arg[:2]
+        if opt in _MANAGED_OPTIONS:
+            raise SlurmSettingsError(f"{where} sets {opt}, which submit.sbatch manages: {_MANAGED_OPTIONS[opt]}")
+    return text
+
+
+def _comment(text: object) -> str:
+    """``text`` made safe for a ``#`` comment line (no line breaks, no control characters)."""
+    return "".join(c if c.isprintable() else "?" for c in str(text))
+
+
+# ----------------------------------------------------------------------------- the script
+
+
+def default_setup() -> list[str]:
+    """Shell lines that activate the Python environment running now (the one ``generate`` ran in).
+
+    >>> default_setup()                                   # doctest: +SKIP
+    ["source /work/main/.venv/bin/activate"]
+    """
+    prefix = Path(sys.prefix)
+    activate = prefix / "bin" / "activate"
+    if sys.prefix != sys.base_prefix and activate.is_file():  # a venv
+        return [f"source {shlex.quote(str(activate))}"]
+    return [f'export PATH={shlex.quote(str(prefix / "bin"))}:"$PATH"']
+
+
+def _sbatch_lines(settings: SlurmSettings) -> list[str]:
+    lines = []
+    for key, opt in (("partition", "--partition"), ("account", "--account"), ("qos", "--qos"),
+                     ("time", "--time"), ("cpus_per_task", "--cpus-per-task"), ("mem", "--mem"),
+                     ("constraint", "--constraint")):
+        value = getattr(settings, key)
+        if value is not None:
+            lines.append(f"{opt}={sbatch_value(value, f'slurm.{key}')}")
+    if settings.gpus_per_run > 0:
+        lines.append(f"--gres=gpu:{settings.gpus_per_run}")
+    lines += [sbatch_extra_line(x) for x in settings.extra_sbatch]
+    return lines
+
+
+def _check_bash(text: str, what: str) -> None:
+    """``bash -n`` on ``text``: a setup line with an open quote would otherwise swallow the script."""
+    bash = shutil.which("bash")
+    if not bash:
+        return
+    proc = subprocess.run([bash, "-n"], input=text, capture_output=True, text=True, timeout=30)
+    if proc.returncode != 0:
+        raise SlurmSettingsError(f"{what} is not valid bash: {proc.stderr.strip()}")
+
+
+def check_log_dir(exp: Path) -> None:
+    """Refuse an experiment directory SLURM cannot write task logs under (``logs/%A_%a.out`` in it)."""
+    text = str(exp)
+    for c, why in (("%", "expands % patterns"), ("\\", "drops backslashes and then ignores %A_%a")):
+        if c in text:
+            raise SlurmError(
+                f"the experiment directory {text!r} contains {c!r}: SLURM {why} in the task log path "
+                f"(logs/%A_%a.out under it); move it, or generate it again into a directory "
+                "(output.experiment_dir) without that character"
+            )
+    if any(not c.isprintable() for c in text):
+        raise SlurmError(f"the experiment directory {text!r} contains a control character; sbatch cannot take it")
+
+
+def render_submit_script(exp_dir: str | Path, mapping: dict[str, Any], settings: SlurmSettings | None = None) -> str:
+    """The text of ``submit.sbatch`` for an experiment directory (nothing is written).
+
+    Raises ``SlurmSettingsError`` for a setting that cannot go into the script.
+
+    >>> text = render_submit_script("/exp", {"experiment_name": "demo", "runs": [{"index": 0}]})
+    >>> "#SBATCH --array=0\n" in text
+    True
+    """
+    import jinja2  # only `generate` renders; keep `import torchtune_config_writer.slurm` light
+
+    settings = settings or SlurmSettings()
+    exp = Path(exp_dir)  # only its name (a fallback job name): the script itself names no path
+    indices = sorted(int(r["index"]) for r in mapping.get("runs") or [])
+    if not indices:
+        raise SlurmError("the experiment has no runs, so there is nothing to put in a job array")
+    chunks = plan_arrays(indices, settings.max_array_size)
+    if settings.setup is None:
+        setup, setup_origin, python = default_setup(), "default: the environment generate ran in", sys.executable
+    else:
+        setup, setup_origin, python = [str(s) for s in settings.setup], "slurm.setup", "python3"
+        if any("\0" in s for s in setup):
+            raise SlurmSettingsError("slurm.setup contains a NUL character")
+        _check_bash("\n".join(setup) + "\n", "slurm.setup")
+    k = settings.max_concurrent
+    header = {"max_concurrent": k, "max_array_size": settings.max_array_size, "runs": len(indices),
+              "arrays": len(chunks)}
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(Path(__file__).parent / "templates")),
+        undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False,
+    )
+    text = env.get_template("submit.sbatch.j2").render(
+        experiment_comment=_comment(mapping.get("experiment_name", exp.name)),
+        num_runs=len(indices),
+        tool_version=__version__,
+        job_name=sbatch_value(settings.job_name or mapping.get("experiment_name") or exp.name, "slurm.job_name"),
+        array=chunks[0].spec(k),
+        nodes=settings.nodes,
+        sbatch_lines=_sbatch_lines(settings),
+        header_json=json.dumps(header, sort_keys=True),
+        setup=setup,
+        setup_origin=setup_origin,
+        stagger_ms=int(round(settings.stagger_seconds * 1000)),
+        stagger_slot=f"SLURM_ARRAY_TASK_ID % {k}" if k else "SLURM_ARRAY_TASK_ID",
+        python=shlex.quote(python),
+    )
+    _check_bash(text, "the generated submit.sbatch")
+    return text
+
+
+def write_submit_script(exp_dir: Path, mapping: dict[str, Any], settings: SlurmSettings | None = None) -> Path:
+    """Render and (atomically) write ``EXP_DIR/submit.sbatch``; returns its path.
+
+    Called by ``generate`` with the run table it is writing (``mapping``, the
+    data of run_mapping.yaml) and the experiment's ``slurm:`` section. The
+    script names no path (tasks start in the experiment directory, which
+    ``submit`` passes as ``--chdir``), so it may be written into a temporary
+    directory that is renamed into place afterwards.
+
+    >>> write_submit_script(Path("outputs/demo"), mapping, SlurmSettings(gpus_per_run=0))   # doctest: +SKIP
+    PosixPath('outputs/demo/submit.sbatch')
+    """
+    path = Path(exp_dir) / SCRIPT_FILE
+    _atomic_write(path, render_submit_script(exp_dir, mapping, settings), mode=0o755)
+    return path
+
+
+def read_header(script: Path) -> dict[str, Any]:
+    """The settings line ``write_submit_script`` put in the script (``max_concurrent`` etc.; {} if absent)."""
+    for line in script.read_text(errors="replace").splitlines():
+        if line.startswith(HEADER_PREFIX):
+            with contextlib.suppress(ValueError):
+                return json.loads(line[len(HEADER_PREFIX):])
+    return {}
+
+
+# ----------------------------------------------------------------------------- arrays
+
+
+@dataclass(frozen=True)
+class ArrayChunk:
+    """One job array: task ``t`` runs the run with index ``t + offset``."""
+
+    offset: int
+    task_ids: tuple[int, ...]
+
+    @property
+    def indices(self) -> tuple[int, ...]:
+        return tuple(t + self.offset for t in self.task_ids)
+
+    def spec(self, max_concurrent: int | None = None) -> str:
+        """The ``--array`` value: ``0-3%2``, ``3,7%2``."""
+        return compress_ranges(self.task_ids) + (f"%{max_concurrent}" if max_concurrent else "")
+
+
+def compress_ranges(ids: Iterable[int]) -> str:
+    """``[0, 1, 2, 5, 7, 8]`` -> ``"0-2,5,7-8"``."""
+    out, ids = [], sorted(set(ids))
+    i = 0
+    while i < len(ids):
+        j = i
+        while j + 1 < len(ids) and ids[j + 1] == ids[j] + 1:
+            j += 1
+        out.append(str(ids[i]) if i == j else f"{ids[i]}-{ids[j]}")
+        i = j + 1
+    return ",".join(out)
+
+
+def plan_arrays(indices: Iterable[int], max_array_size: int) -> list[ArrayChunk]:
+    """Split run indices into arrays whose task ids stay below ``max_array_size`` (SLURM's MaxArraySize).
+
+    >>> [(c.offset, c.spec()) for c in plan_arrays(range(7), 3)]
+    [(0, '0-2'), (3, '0-2'), (6, '0')]
+    """
+    if max_array_size < 1:
+        raise ValueError("max_array_size must be at least 1")
+    groups: dict[int, list[int]] = {}
+    for i in sorted(set(int(i) for i in indices)):
+        groups.setdefault(i // max_array_size, []).append(i)
+    return [ArrayChunk(k * max_array_size, tuple(i - k * max_array_size for i in ids)) for k, ids in groups.items()]
+
+
+# ----------------------------------------------------------------------------- submission
+
+
+@dataclass
+class SubmittedArray:
+    """One ``sbatch`` call of ``submit``; ``job_id`` is None on a dry run."""
+
+    command: list[str]
+    chunk: ArrayChunk
+    job_id: str | None = None
+
+
+def _client(name: str) -> str | None:
+    return shutil.which(name)
+
+
+def cluster_max_array_size() -> int | None:
+    """MaxArraySize of the cluster (``scontrol show config``), or None when it cannot be asked."""
+    scontrol = _client("scontrol")
+    if not scontrol:
+        return None
+    try:
+        out = subprocess.run([scontrol, "show", "config"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    m = re.search(r"^MaxArraySize\s*=\s*(\d+)", out, re.MULTILINE)
+    return int(m.group(1)) if m else None
+
+
+def select_for_submit(mapping: dict[str, Any], states: list["RunState"], runs: str | None,
+                      failed: bool) -> list[dict[str, Any]]:
+    """The runs to submit: ``runs`` (a --runs SPEC, None = all), with ``failed`` only failed/cancelled ones."""
+    selected = select_runs(mapping, runs)
+    if failed:
+        by_id = {s.run_id: s.state for s in states}
+        selected = [r for r in selected if by_id[r["run_id"]] in RESUBMIT_STATES]
+    return selected
+
+
+def submit(exp_dir: str | Path, runs: str | None = None, *, failed: bool = False, dry_run: bool = False,
+           echo: Callable[[str], None] = print) -> list[SubmittedArray]:
+    """Submit the selected runs of an experiment directory as job array(s) of its ``submit.sbatch``.
+
+    Every selected run must be runnable (validation passed, config unchanged) and
+    not already queued or running; otherwise nothing is submitted. Sweeps over
+    MaxArraySize become several arrays (the offset is the script's argument);
+    with ``max_concurrent`` each waits for the previous one so that at most K
+    runs ever run at once. Job ids are appended to ``slurm_jobs.yaml``.
+
+    >>> [a.job_id for a in submit("outputs/demo", failed=True)]      # doctest: +SKIP
+    ['57']
+    """
+    exp = Path(exp_dir).resolve()
+    mapping = load_mapping(exp)
+    script = exp / SCRIPT_FILE
+    if not script.is_file():
+        raise ExperimentDirError(f"{script} is missing; generate the experiment again to write it")
+    states = run_states(exp, mapping)
+    selected = select_for_submit(mapping, states, runs, failed)
+    if not selected:
+        echo("no failed or cancelled runs: nothing to submit" if failed else "no runs selected: nothing to submit")
+        return []
+    problems = []
+    for run in selected:
+        try:
+            check_runnable(exp, run)
+        except RunNotRunnableError as e:
+            problems.append(str(e))
+    if problems:
+        raise RunNotRunnableError(
+            f"{len(problems)} of the selected runs may not run, so nothing was submitted:\n  "
+            + "\n  ".join(problems) + "\n(--runs selects only the others)"
+        )
+    wanted = {int(r["index"]) for r in selected}
+    busy = [s for s in states if s.index in wanted and s.state in ACTIVE_STATES | {RUNNING}]
+    if busy:
+        raise SlurmError(
+            "already queued or running, so nothing was submitted: "
+            + ", ".join(f"{s.run_id} ({s.state}{', job ' + s.job if s.job else ''})" for s in busy)
+            + "; wait for them, `scancel` them, or leave them out with --runs (a run recorded 'running' that "
+            "no process runs any more: delete its status/run_NNN.json)"
+        )
+    sbatch = _client("sbatch")
+    if not sbatch and not dry_run:
+        raise SlurmError("sbatch is not on PATH: submit from a SLURM login node (or run the runs here with "
+                         "`torchtune-config-writer run`)")
+    check_log_dir(exp)
+    header = read_header(script)
+    size = int(header.get("max_array_size") or 1001)
+    cluster_size = cluster_max_array_size()
+    if cluster_size:
+        size = min(size, cluster_size)  # the cluster's own limit wins over the experiment's setting
+    k = header.get("max_concurrent")
+    chunks = plan_arrays((int(r["index"]) for r in selected), size)
+    if not dry_run:
+        (exp / "logs").mkdir(exist_ok=True)  # SLURM does not create the directory of --output
+    done: list[SubmittedArray] = []
+    for n, chunk in enumerate(chunks):
+        cmd = [sbatch or "sbatch", "--parsable", f"--array={chunk.spec(k)}", f"--chdir={exp}"]
+        if k and done:
+            # Separate arrays each have their own %K; chaining keeps the total at K.
+            cmd.append(f"--dependency=afterany:{done[-1].job_id or '<job id of the previous array>'}")
+        cmd += [str(script), str(chunk.offset)]
+        item = SubmittedArray(cmd, chunk)
+        if dry_run:
+            echo(shlex.join(cmd))
+        else:
+            proc = subprocess.run(cmd, capture_output=True, text=True, cwd=exp, timeout=120)
+            if proc.returncode != 0:
+                raise SlurmError(f"sbatch refused array {n + 1} of {len(chunks)} (runs "
+                                 f"{compress_ranges(chunk.indices)}): {proc.stderr.strip() or proc.stdout.strip()}"
+                                 + (f"; arrays already submitted: {', '.join(d.job_id for d in done)}" if done else ""))
+            item.job_id = proc.stdout.strip().split(";")[0]
+            record_job(exp, item)
+            echo(f"submitted job array {item.job_id}: {len(chunk.task_ids)} run(s) "
+                 f"({_describe_runs(chunk.indices)}), --array={chunk.spec(k)}"
+                 + (f", offset {chunk.offset}" if chunk.offset else ""))
+        done.append(item)
+    return done
+
+
+def _describe_runs(indices: Iterable[int]) -> str:
+    ids = sorted(indices)
+    return f"run_{ids[0]:03d}" if len(ids) == 1 else f"indices {compress_ranges(ids)}"
+
+
+# ----------------------------------------------------------------------------- slurm_jobs.yaml
+
+
+@contextlib.contextmanager
+def _locked(directory: Path) -> Iterator[None]:
+    """An exclusive lock on the experiment directory itself (two submits must not lose each other's ids)."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def _atomic_write(path: Path, text: str, mode: int = 0o644) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)  # same directory, so the rename is atomic
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_jobs(exp_dir: str | Path) -> list[dict[str, Any]]:
+    """The job arrays recorded in ``slurm_jobs.yaml``, oldest first ([] when none)."""
+    path = Path(exp_dir) / JOBS_FILE
+    if not path.is_file():
+        return []
+    try:
+        data = YAML(typ="safe").load(path.read_text()) or {}
+    except Exception as e:  # a damaged file must not hide the runs' states
+        raise ExperimentDirError(
+            f"{path}: unreadable ({e}); fix or delete it (it only lists submitted job ids)") from None
+    jobs = data.get("jobs") if isinstance(data, dict) else None
+    return [j for j in jobs or [] if isinstance(j, dict) and j.get("job_id")]
+
+
+def record_job(exp_dir: Path, item: SubmittedArray) -> None:
+    """Append one submitted array to ``slurm_jobs.yaml`` (read, append, atomic replace, under a lock)."""
+    entry = {
+        "job_id": str(item.job_id),
+        "submitted": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "array": item.command[2].split("=", 1)[1],
+        "offset": item.chunk.offset,
+        "indices": list(item.chunk.indices),
+        "command": shlex.join(item.command),
+    }
+    with _locked(exp_dir):
+        jobs = read_jobs(exp_dir) + [entry]
+        yaml = YAML(typ="safe")
+        yaml.default_flow_style = None  # index lists on one line
+        buf = io.StringIO()
+        buf.write("# Job arrays submitted by `torchtune-config-writer submit`, oldest first.\n"
+                  "# Array task T of a job ran the run whose index is T + offset.\n")
+        yaml.dump({"jobs": jobs}, buf)
+        _atomic_write(exp_dir / JOBS_FILE, buf.getvalue())
+
+
+def latest_tasks(jobs: list[dict[str, Any]]) -> dict[int, tuple[str, int, str]]:
+    """Run index -> (job id, array task id, submitted) of the latest submission that includes it."""
+    out = {}
+    for job in jobs:
+        offset = int(job.get("offset") or 0)
+        for i in job.get("indices") or []:
+            out[int(i)] = (str(job["job_id"]), int(i) - offset, str(job.get("submitted") or ""))
+    return out
+
+
+# ----------------------------------------------------------------------------- live state
+
+
+@dataclass(frozen=True)
+class TaskState:
+    """One array task as ``squeue -t all`` sees it."""
+
+    job_id: str
+    task_id: int
+    state: str
+    exit_code: int | None
+    seconds: float | None
+    reason: str
+
+
+def query_tasks(job_ids: Iterable[str]) -> dict[tuple[str, int], TaskState] | None:
+    """The tasks of these array jobs known to SLURM, or None when squeue is missing or fails.
+
+    Finished tasks are listed until MinJobAge passes; older ones are simply absent.
+    """
+    ids = sorted({str(j) for j in job_ids})
+    squeue = _client("squeue")
+    if not squeue or not ids:
+        return None if not squeue else {}
+    fmt = "ArrayJobID:|,ArrayTaskID:|,State:|,exit_code:|,TimeUsed:|,Reason:"
+    try:
+        proc = subprocess.run([squeue, "-h", "-r", "-t", "all", "-j", ",".join(ids), "-O", fmt],
+                              capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if proc.returncode != 0:
+        # Every id aged out of slurmctld: squeue calls that an invalid job id.
+        return {} if "Invalid job id" in proc.stderr else None
+    out = {}
+    for line in proc.stdout.splitlines():
+        parts = [p.strip() for p in line.split("|")]
+        if len(parts) < 6 or not parts[1].isdigit():
+            continue  # not an array task
+        out[(parts[0], int(parts[1]))] = TaskState(parts[0], int(parts[1]), parts[2].split()[0],
+                                                   _wait_status(parts[3]), _duration(parts[4]), parts[5])
+    return out
+
+
+def _wait_status(text: str) -> int | None:
+    """squeue's exit_code is a wait status: exit 1 shows as 256, a signal N as N. Return a shell-style code."""
+    if not text.isdigit():
+        return None
+    status = int(text)
+    return 128 + (status & 0x7F) if status & 0x7F else status >> 8
+
+
+def _duration(text: str) -> float | None:
+    """``[D-]HH:MM:SS`` / ``MM:SS`` -> seconds."""
+    m = re.fullmatch(r"(?:(\d+)-)?(?:(\d+):)?(\d+):(\d+)", text.strip())
+    if not m:
+        return None
+    d, h, mi, s = (int(x) if x else 0 for x in m.groups())
+    return ((d * 24 + h) * 60 + mi) * 60 + s
+
+
+@dataclass
+class RunState:
+    """A run's state for ``status``: lower case from its status record, UPPER CASE live from SLURM."""
+
+    run_id: str
+    index: int
+    parameters: dict[str, Any]
+    state: str
+    exit_code: int | None
+    seconds: float | None
+    job: str | None
+    """The SLURM task (``JOB_TASK``) that ran it or will run it."""
+
+
+def _record_seconds(rec: dict[str, Any]) -> float | None:
+    try:
+        start = datetime.fromisoformat(rec["started"])
+        end = datetime.fromisoformat(rec["ended"]) if rec.get("ended") else datetime.now(start.tzinfo)
+    except (TypeError, ValueError, KeyError):
+        return None
+    return max(0.0, (end - start).total_seconds())
+
+
+def _record_job(rec: dict[str, Any]) -> tuple[str, int] | None:
+    job, task = rec.get("slurm_array_job_id"), rec.get("slurm_array_task_id")
+    return (str(job), int(task)) if job and str(task).isdigit() else None
+
+
+def run_states(exp_dir: str | Path, mapping: dict[str, Any] | None = None, *, use_slurm: bool = True,
+               live: dict[tuple[str, int], TaskState] | None = None) -> list[RunState]:
+    """Every run's state, in index order: its status record, overridden by SLURM for submitted runs.
+
+    SLURM wins when the run's latest array task is queued or running (PENDING,
+    RUNNING), or when it ended without writing a final record (cancelled while
+    pending, TIMEOUT, NODE_FAIL: the record is missing, older, or still says
+    running). Without squeue (or ``use_slurm=False``) the records alone count.
+    """
+    exp = Path(exp_dir)
+    mapping = mapping or load_mapping(exp)
+    records = read_all(exp, mapping)
+    latest = latest_tasks(read_jobs(exp))
+    if live is None and use_slurm and latest:
+        live = query_tasks(j for j, _, _ in latest.values())
+    out = []
+    for run in select_runs(mapping, None):
+        rec, index = records[run["run_id"]], int(run["index"])
+        rec_job = _record_job(rec)
+        state = RunState(run["run_id"], index, dict(run.get("parameters") or {}), rec["state"], rec.get("exit_code"),
+                         _record_seconds(rec), f"{rec_job[0]}_{rec_job[1]}" if rec_job else None)
+        sub = latest.get(index)
+        task = live.get(sub[:2]) if (live and sub) else None
+        if task is not None:
+            from_this_task = rec_job == sub[:2]
+            later_local_run = (not from_this_task and rec.get("started") and sub[2]
+                               and str(rec["started"]) > sub[2])
+            finished_record = from_this_task and rec["state"] in (COMPLETED, FAILED, CANCELLED)
+            if task.state in ACTIVE_STATES and not finished_record:
+                state.state, state.job = task.state, f"{sub[0]}_{sub[1]}"
+                if not from_this_task:
+                    state.exit_code, state.seconds = None, task.seconds if task.state != "PENDING" else None
+            elif task.state in FAILED_STATES and not finished_record and not later_local_run:
+                state.state, state.exit_code, state.job = task.state, task.exit_code, f"{sub[0]}_{sub[1]}"
+                state.seconds = task.seconds
+        elif sub and rec_job is None and rec["state"] == "pending":
+            state.job = f"{sub[0]}_{sub[1]}"  # submitted; SLURM no longer remembers the task
+        out.append(state)
+    return out
+
+
+# ----------------------------------------------------------------------------- the status table
+
+
+def _short_names(keys: list[str]) -> dict[str, str]:
+    """``model.lora_rank`` -> ``lora_rank`` where the last part is unique among the keys."""
+    last = [k.rsplit(".", 1)[-1] for k in keys]
+    return {k: (s if last.count(s) == 1 else k) for k, s in zip(keys, last)}
+
+
+def _fmt_seconds(s: float | None) -> str:
+    if s is None:
+        return "-"
+    s = int(round(s))
+    return f"{s}s" if s < 60 else (f"{s // 60}m{s % 60:02d}s" if s < 3600 else f"{s // 3600}h{s % 3600 // 60:02d}m")
+
+
+def format_status(states: list[RunState], variables: list[str] | None = None, slurm_note: str = "") -> str:
+    """The ``status`` table: one row per run, then counts per state."""
+    keys = list(variables or dict.fromkeys(k for s in states for k in s.parameters))
+    short = _short_names(keys)
+    rows = [("RUN", "PARAMETERS", "STATE", "EXIT", "WALL", "JOB")]
+    for s in states:
+        params = " ".join(f"{short[k]}={s.parameters[k]}" for k in keys if k in s.parameters)
+        rows.append((s.run_id, params or "-", s.state, "-" if s.exit_code is None else str(s.exit_code),
+                     _fmt_seconds(s.seconds), s.job or "-"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    counts: dict[str, int] = {}
+    for s in states:
+        counts[s.state] = counts.get(s.state, 0) + 1
+    lines.append("")
+    lines.append(f"{len(states)} run(s): " + ", ".join(f"{n} {st}" for st, n in counts.items()))
+    if any(s.state.isupper() for s in states):
+        lines.append("UPPER CASE states are live from SLURM; lower case ones from the runs' status records.")
+    if slurm_note:
+        lines.append(slurm_note)
+    return "\n".join(lines)
