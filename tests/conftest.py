@@ -103,3 +103,23 @@ def make_experiment_dir(tmp_path: Path, tiny_assets) -> Callable[..., Path]:
         return write_experiment_dir(tmp_path / f"exp{next(counter)}", tiny_assets.base_config, runs, **kwargs)
 
     return make
+
+
+# ----------------------------------------------------------------------------- SLURM (tests/slurm_cluster.py)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory: pytest.TempPathFactory):
+    """A real single-node SLURM (munged, slurmctld, slurmd) for the session, with SLURM_CONF pointing at it.
+
+    Skips only when the slurm/munge binaries are not installed (CI runs
+    .ci/install_slurm.sh); any other start problem fails with the daemons' logs.
+    """
+    import slurm_cluster as sc  # tests/ is on sys.path (rootdir conftest)
+
+    missing = sc.missing_binaries()
+    if missing:
+        pytest.skip(f"SLURM is not installed (missing {', '.join(missing)}); run .ci/install_slurm.sh")
+    with sc.slurm_cluster(tmp_path_factory.mktemp("slurm")) as cluster:
+        yield cluster
+

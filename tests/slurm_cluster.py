@@ -161,6 +161,8 @@ def _configure(root: Path, max_array_size: int) -> SlurmCluster:
     while slurmd_port == ctld_port:
         slurmd_port = _free_port()
     munge_socket = root / "munge" / "munge.socket"
+    if len(str(munge_socket)) > 100:  # sun_path holds 108 bytes
+        raise SlurmStartError(f"{root} is too deep for munge's unix socket; use a shorter directory")
     conf = root / "slurm.conf"
     conf.write_text(
         f"""# Test cluster written by tests/slurm_cluster.py

@@ -303,7 +303,16 @@ def write_submit_script(exp_dir: Path, mapping: dict[str, Any], settings: SlurmS
 
 def read_header(script: Path) -> dict[str, Any]:
     """The settings line ``write_submit_script`` put in the script (``max_concurrent`` etc.; {} if absent)."""
-    for line in script.read_text(errors="replace").splitlines():
+    return read_header_text(script.read_text(errors="replace"))
+
+
+def read_header_text(text: str) -> dict[str, Any]:
+    """``read_header`` of a script's text.
+
+    >>> read_header_text('#!/bin/bash\\n# torchtune_config_writer: {"max_concurrent": 2}\\n')
+    {'max_concurrent': 2}
+    """
+    for line in text.splitlines():
         if line.startswith(HEADER_PREFIX):
             with contextlib.suppress(ValueError):
                 return json.loads(line[len(HEADER_PREFIX):])
