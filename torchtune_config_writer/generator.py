@@ -354,11 +354,9 @@ def _write_files(result: GenerationResult, root: Path) -> None:
     }
     (root / "run_mapping.yaml").write_text(dump(mapping))
     (root / "validation_report.txt").write_text(validation_report(result))
-    try:  # TODO(dev): drop the guard once slurm.py lands
-        from .slurm import write_submit_script
-    except ImportError:
-        return
-    # ``root`` is a temporary directory renamed into place afterwards: the script must not embed it.
+    from .slurm import write_submit_script
+
+    # ``root`` is a temporary directory renamed into place afterwards: the script names no path.
     write_submit_script(root, mapping, exp.slurm)
 
 

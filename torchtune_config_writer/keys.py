@@ -204,7 +204,7 @@ def _unknown_message(name: str, tree: dict, section: str, raw: str) -> str:
         if isinstance(node, dict):
             siblings = [str(k) for k in node]
             if isinstance(node.get("_component_"), str):
-                siblings += sorted(_accepted_args(node["_component_"]))
+                siblings += sorted(accepted_args(node["_component_"]) or ())
             candidates = [f"{parent}.{m}" for m in close_matches(last, siblings, cutoff=0.6)]
     msg = f"{section}: unknown key '{raw}': the base config has no '{name}'."
     if candidates:
@@ -220,24 +220,41 @@ def _component_accepts(tree: dict, path: tuple[str, ...]) -> bool:
     parent = _get(tree, path[:-1])
     if not isinstance(parent, dict) or not isinstance(parent.get("_component_"), str):
         return False
-    return path[-1] in _accepted_args(parent["_component_"])
+    accepted = accepted_args(parent["_component_"])
+    return accepted is None or path[-1] in accepted
 
 
 @lru_cache(maxsize=None)
-def _accepted_args(component: str) -> frozenset[str]:
-    """Argument names a component accepts; imports it (and so torch) only when asked."""
+def accepted_args(component: str) -> frozenset[str] | None:
+    """Argument names a component accepts, or None when it takes any (``**kwargs``).
+
+    Imports the component (and so torch) only when asked. torchtune's dataset
+    builders pass ``**kwargs`` on to ``datasets.load_dataset``, so for them the
+    answer is their own arguments plus load_dataset's: a typo there is caught.
+    """
+    params = _parameters(component)
+    if params is None:
+        return None
+    names = _named(params)
+    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        if not component.startswith("torchtune.datasets"):
+            return None
+        names |= _named(_parameters("datasets.load_dataset") or {})
+    return frozenset(names)
+
+
+def _named(params: dict[str, inspect.Parameter]) -> set[str]:
+    return {n for n, p in params.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+
+
+def _parameters(component: str) -> dict[str, inspect.Parameter] | None:
     target = _import_dotted(component)
     if target is None:
-        return frozenset()
+        return {}
     try:
-        params = inspect.signature(target).parameters
+        return dict(inspect.signature(target).parameters)
     except (TypeError, ValueError):
-        return frozenset()
-    names = {n for n, p in params.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
-    if any(p.kind == p.VAR_KEYWORD for p in params.values()) and component.startswith("torchtune.datasets"):
-        # torchtune's dataset builders pass **kwargs on to datasets.load_dataset
-        names |= _accepted_args("datasets.load_dataset")
-    return frozenset(names)
+        return None
 
 
 def _import_dotted(path: str) -> Any:

@@ -19,6 +19,7 @@ from functools import lru_cache
 from typing import Any, Iterator, Sequence
 
 from .errors import close_matches
+from .keys import accepted_args
 
 
 @dataclass(frozen=True)
@@ -94,43 +95,41 @@ def _check_component(component: Any, arg_names: tuple[str, ...], top: bool) -> t
         return (_explain_import_error(component, e),)
     except (TypeError, ValueError) as e:
         return (_explain_type_error(str(e), component),)
+    # torchtune binds **kwargs without complaint; a dataset builder's end up in datasets.load_dataset
+    accepted = accepted_args(component)
+    if accepted is not None:
+        return tuple(_explain_type_error(f"unexpected keyword argument '{n}'", component) for n in arg_names if n not in accepted)
     return ()
 
 
 def _explain_type_error(text: str, component: str) -> str:
     bad = re.search(r"unexpected keyword argument '([^']+)'", text)
     if bad:
-        accepted = _accepted(component)
-        hint = close_matches(bad.group(1), accepted)
+        hint = close_matches(bad.group(1), accepted_args(component) or ())
         fix = f" Did you mean '{hint[0]}'?" if hint else ""
         return f"{component} does not accept argument '{bad.group(1)}'.{fix}"
     return f"{component}: {text.strip()}"
 
 
 def _explain_import_error(component: str, err: Exception) -> str:
+    import importlib.util
+
+    top = component.split(".")[0]
+    if importlib.util.find_spec(top) is None:
+        return (f"cannot import component '{component}': module '{top}' is not installed here "
+                f"(pip install {top}, or choose another component)")
     module, _, attr = component.rpartition(".")
     hint = ""
     try:
         import importlib
 
-        names = dir(importlib.import_module(module))
-        close = close_matches(attr, names)
+        close = close_matches(attr, dir(importlib.import_module(module)))
         hint = f" Did you mean '{module}.{close[0]}'?" if close else ""
     except Exception:
         pass
-    first = str(err).strip().splitlines()[0]
-    return f"cannot import component '{component}' ({first}).{hint}"
+    return f"cannot import component '{component}': '{attr}' not found in '{module}'.{hint}"
 
 
-def _accepted(component: str) -> list[str]:
-    import inspect
-
-    from torchtune.config._utils import _get_component_from_path
-
-    try:
-        return list(inspect.signature(_get_component_from_path(component)).parameters)
-    except Exception:
-        return []
 
 
 # ----------------------------------------------------------------------------- interpolations
