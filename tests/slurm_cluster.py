@@ -14,7 +14,11 @@ duration (subprocesses, sbatch and the jobs themselves inherit it).
 Daemons are stopped by the PIDs in their pid files, never by name. A cluster
 left behind by a test session that died (SIGKILL, power loss) is stopped the
 next time a cluster starts: each live cluster registers itself under
-``<tmpdir>/tcw-slurm-clusters/`` with the PID of the process that owns it.
+``<tmpdir>/tcw-slurm-clusters-<uid>/`` with the PID of the process that owns it.
+
+Runs as root (daemons as root, like a real cluster) or as a plain user (all
+daemons as that user; slurmd then starts only that user's jobs, which is all
+tests need).
 """
 
 from __future__ import annotations
@@ -22,16 +26,18 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pwd
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-REGISTRY = Path(os.environ.get("TMPDIR", "/tmp")) / "tcw-slurm-clusters"
+REGISTRY = Path(os.environ.get("TMPDIR", "/tmp")) / f"tcw-slurm-clusters-{os.getuid()}"
 DAEMONS = ("slurmd", "slurmctld", "munged")  # stop order: jobs' node first, munge last
 CLIENTS = ("sbatch", "squeue", "scontrol", "scancel", "sinfo")
 
@@ -64,6 +70,8 @@ class SlurmCluster:
     node: str
     partition: str = "debug"
     max_array_size: int = 1001
+    gpus: int = 0
+    """Fake GPUs on the node (gres backed by /dev/null clones); 0 where they cannot be made."""
     env: dict[str, str] = field(default_factory=dict)
     started_in: float = 0.0
     """Seconds from launching munged to the node being idle."""
@@ -106,8 +114,12 @@ class SlurmCluster:
 
 
 @contextlib.contextmanager
-def slurm_cluster(root: Path, *, max_array_size: int = 1001, timeout: float = 60) -> Iterator[SlurmCluster]:
+def slurm_cluster(root: Path, *, max_array_size: int = 1001, gpus: int = 2,
+                  timeout: float = 60) -> Iterator[SlurmCluster]:
     """Start a cluster under ``root`` (created), set ``SLURM_CONF``, yield it, stop it.
+
+    ``gpus`` fake GPUs let ``--gres=gpu:N`` jobs schedule (SLURM sets CUDA_VISIBLE_DEVICES
+    and SLURM_GPUS_ON_NODE); making their device files needs root, so a plain user gets none.
 
     Raises ``SlurmNotInstalled`` when binaries are missing and ``SlurmStartError``
     when they are there but the node never becomes idle.
@@ -115,11 +127,8 @@ def slurm_cluster(root: Path, *, max_array_size: int = 1001, timeout: float = 60
     missing = missing_binaries()
     if missing:
         raise SlurmNotInstalled(f"SLURM binaries not installed ({', '.join(missing)}); run .ci/install_slurm.sh")
-    if os.geteuid() != 0:
-        # slurmd must be root to launch jobs; say so rather than fail obscurely later.
-        raise SlurmStartError("the test SLURM cluster needs root (slurmd launches the jobs)")
     reap_orphans()
-    cluster = _configure(Path(root).resolve(), max_array_size)
+    cluster = _configure(Path(root).resolve(), max_array_size, gpus)
     old_conf = os.environ.get("SLURM_CONF")
     os.environ["SLURM_CONF"] = str(cluster.conf)
     _register(cluster)
@@ -153,10 +162,32 @@ def _node_line() -> tuple[str, str]:
     return line.split()[0].split("=", 1)[1], line
 
 
-def _configure(root: Path, max_array_size: int) -> SlurmCluster:
+def _fake_gpus(root: Path, count: int) -> int:
+    """Character devices that clone /dev/null, for gres File= (gres without files leaves the node INVAL)."""
+    if count <= 0:
+        return 0
+    dev = root / "dev"
+    dev.mkdir(exist_ok=True)
+    try:
+        for i in range(count):
+            path = dev / f"nvidia{i}"
+            if not path.exists():
+                os.mknod(path, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    except PermissionError:  # not root (or no CAP_MKNOD): a cluster without GPUs
+        return 0
+    return count
+
+
+def _configure(root: Path, max_array_size: int, gpus: int) -> SlurmCluster:
     for sub in ("state", "spool", "log", "run", "munge"):
         (root / sub).mkdir(parents=True, exist_ok=True)
+    gpus = _fake_gpus(root, gpus)
+    gres_types, node_gres = ("GresTypes=gpu\n", f" Gres=gpu:{gpus}") if gpus else ("", "")
+    (root / "gres.conf").write_text(f"Name=gpu File={root}/dev/nvidia[0-{gpus - 1}]\n" if gpus else "")
     node, node_line = _node_line()
+    # Daemons run as whoever runs the tests: as root like a real cluster, or (a CI runner) as a
+    # plain user, where slurmd can start jobs of that same user only — all the tests need.
+    user = pwd.getpwuid(os.getuid()).pw_name
     ctld_port, slurmd_port = _free_port(), _free_port()
     while slurmd_port == ctld_port:
         slurmd_port = _free_port()
@@ -170,7 +201,8 @@ ClusterName=tcwtest
 SlurmctldHost={node}(127.0.0.1)
 SlurmctldPort={ctld_port}
 SlurmdPort={slurmd_port}
-SlurmUser=root
+SlurmUser={user}
+SlurmdUser={user}
 AuthType=auth/munge
 CredType=cred/munge
 AuthInfo=socket={munge_socket}
@@ -194,7 +226,7 @@ ReturnToService=2
 MinJobAge=3600
 MaxArraySize={max_array_size}
 SchedulerParameters=sched_interval=1
-{node_line} NodeAddr=127.0.0.1 State=UNKNOWN
+{gres_types}{node_line}{node_gres} NodeAddr=127.0.0.1 State=UNKNOWN
 PartitionName=debug Nodes={node} Default=YES MaxTime=INFINITE State=UP
 """
     )
@@ -202,7 +234,7 @@ PartitionName=debug Nodes={node} Default=YES MaxTime=INFINITE State=UP
     key = root / "munge" / "munge.key"
     key.write_bytes(os.urandom(1024))
     key.chmod(0o600)
-    return SlurmCluster(root=root, conf=conf, node=node, max_array_size=max_array_size,
+    return SlurmCluster(root=root, conf=conf, node=node, max_array_size=max_array_size, gpus=gpus,
                         env={"SLURM_CONF": str(conf)})
 
 
@@ -262,7 +294,7 @@ def _stop(cluster: SlurmCluster) -> None:
     # training keeps running after the test.
     if _read_pid(_pid_files(cluster.root)["slurmctld"], "slurmctld"):
         with contextlib.suppress(Exception):
-            cluster.run("scancel", "--user", "root", check=False)
+            cluster.run("scancel", "--user", pwd.getpwuid(os.getuid()).pw_name, check=False)
             deadline = time.monotonic() + 20
             while cluster.active_jobs() and time.monotonic() < deadline:
                 time.sleep(0.3)

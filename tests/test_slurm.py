@@ -248,6 +248,13 @@ def test_submit_refuses_unvalidated_or_edited_configs(handmade) -> None:
     assert "Traceback" not in result.output
 
 
+def test_submit_refuses_a_directory_slurm_cannot_log_under(handmade, tmp_path: Path) -> None:
+    exp = handmade(1)
+    odd = exp.rename(tmp_path / "100%_done")
+    result = cli("submit", str(odd), "--dry-run")
+    assert result.exit_code == 1 and "contains '%'" in result.stderr
+
+
 def test_submit_without_sbatch_is_a_clear_error(handmade, tmp_path: Path) -> None:
     exp = handmade(2)
     result = cli("submit", str(exp), env={"PATH": str(tmp_path)})
@@ -448,6 +455,26 @@ def test_cancelled_while_pending_shows_cancelled_and_is_resubmitted(slurm_cluste
     assert not read_all(exp)["run_000"]["started"]
     dry = cli("submit", str(exp), "--failed", "--dry-run")
     assert re.findall(r"--array=(\S+)", dry.stdout) == ["0-1"]
+
+
+@pytest.mark.slow
+def test_gpus_per_run_reach_the_task_and_torchrun(slurm_cluster, handmade, monkeypatch) -> None:
+    if not slurm_cluster.gpus:
+        pytest.skip("the test cluster has no fake GPUs (making their device files needs root)")
+    # The setup records what SLURM allocated and stops the task before any training.
+    exp = handmade(2, SlurmSettings(gpus_per_run=2, setup=[
+        'echo "$SLURM_ARRAY_TASK_ID $SLURM_GPUS_ON_NODE $CUDA_VISIBLE_DEVICES" >> gpus.txt', "exit 0"]))
+    assert "#SBATCH --gres=gpu:2" in (exp / "submit.sbatch").read_text()
+    assert cli("submit", str(exp)).exit_code == 0
+    _wait(slurm_cluster)
+    seen = sorted(line.split() for line in (exp / "gpus.txt").read_text().splitlines())
+    assert seen == [["0", "2", "0,1"], ["1", "2", "0,1"]]
+    # run_one builds torchrun's --nproc_per_node from that variable for distributed recipes.
+    from torchtune_config_writer.runner import build_command
+
+    monkeypatch.setenv("SLURM_GPUS_ON_NODE", seen[0][1])
+    cmd = build_command({"distributed": True, "recipe": "lora_finetune_distributed"}, {"config": "c.yaml"})
+    assert cmd[cmd.index("--nproc_per_node") + 1] == "2"
 
 
 @pytest.mark.slow
