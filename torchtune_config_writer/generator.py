@@ -35,7 +35,7 @@ from .render import Renderer
 from .schema import Experiment, load_experiment
 from .sweep import RunPlan, plan_runs
 from .validate import Problem, validate_configs
-from .yamlio import dump
+from .yamlio import dump, dump_plain
 
 # Keys that hold per-run output paths; a fixed value shared by all runs makes them overwrite each other.
 _OUTPUT_KEY_NAMES = ("output_dir", "log_dir")
@@ -352,7 +352,7 @@ def _write_files(result: GenerationResult, root: Path) -> None:
         "validation": "skipped" if not result.validated else ("failed" if result.problems else "passed"),
         "runs": runs,
     }
-    (root / "run_mapping.yaml").write_text(dump(mapping))
+    (root / "run_mapping.yaml").write_text(dump_plain(mapping))
     (root / "validation_report.txt").write_text(validation_report(result))
     from .slurm import write_submit_script
 

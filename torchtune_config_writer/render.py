@@ -43,13 +43,14 @@ class Renderer:
         self.plain = to_plain(template)
         self._positions = load(self.text)  # a reparse knows where each value sits in self.text
         self._slots: dict[tuple[str, ...], _Slot | None] = {}
+        self._texts: dict[tuple[type, str], str | None] = {}
 
     def render(self, overrides: list[tuple[Key, Any]]) -> tuple[str, dict]:
         """YAML text and plain dict of the template with ``overrides`` applied in order."""
         patches = []
         for key, value in overrides:
             slot = self._slot(key)
-            new = _scalar_text(value) if isinstance(value, _SCALARS) else None
+            new = self._text_of(value) if isinstance(value, _SCALARS) else None
             if slot is None or new is None:
                 return self._render_slow(overrides)
             patches.append((slot, new))
@@ -64,6 +65,13 @@ class Renderer:
                 rest = " " * max(comment_col - (slot.col + len(new)), 1) + comment
             lines[slot.line] = line[: slot.col] + new + rest
         return "".join(lines), _with_values(self.plain, overrides)
+
+    def _text_of(self, value: Any) -> str | None:
+        # 1, 1.0 and True are equal dict keys; type and repr tell them apart
+        cache_key = (type(value), repr(value))
+        if cache_key not in self._texts:
+            self._texts[cache_key] = _scalar_text(value)
+        return self._texts[cache_key]
 
     def _render_slow(self, overrides: list[tuple[Key, Any]]) -> tuple[str, dict]:
         tree = copy.deepcopy(self.template)

@@ -75,6 +75,17 @@ def dump(data: Any) -> str:
     return buf.getvalue()
 
 
+def dump_plain(data: Any) -> str:
+    """Serialize plain data (no comments to keep) quickly, with libyaml when available.
+
+    PyYAML follows the same YAML 1.1 rules as OmegaConf, so its quoting is right for torchtune too.
+    """
+    import yaml
+
+    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+    return yaml.dump(data, Dumper=dumper, sort_keys=False, default_flow_style=False, allow_unicode=True, width=4096)
+
+
 def load(text: str) -> Any:
     """Round-trip parse (comments and positions kept)."""
     return _YAML.load(text)
