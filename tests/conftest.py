@@ -123,3 +123,18 @@ def slurm_cluster(tmp_path_factory: pytest.TempPathFactory):
     with sc.slurm_cluster(tmp_path_factory.mktemp("slurm")) as cluster:
         yield cluster
 
+
+@pytest.fixture(scope="session")
+def trained_experiment(tmp_path_factory: pytest.TempPathFactory, tiny_assets):
+    """A 3-run experiment really trained once per session (2 at a time): run_000 and run_001
+    complete, run_002 fails (its data file does not exist). Read it, do not change it.
+
+    Returns ``(experiment_dir, RunSummary)``.
+    """
+    from torchtune_config_writer.runner import run_experiment
+
+    exp = tmp_path_factory.mktemp("trained") / "exp"
+    runs = [{"optimizer.lr": 1e-3}, {"optimizer.lr": 3e-3}, {"dataset.data_files": str(exp / "missing.json")}]
+    write_experiment_dir(exp, tiny_assets.base_config, runs, name="trained")
+    summary = run_experiment(exp, parallel=2, echo=lambda line: None)
+    return exp, summary

@@ -91,6 +91,7 @@ def build_tiny_assets(dest: Path, example_dir: Path | None = None) -> TinyAssets
     >>> a.tokenizer.exists(), a.checkpoint_dir.joinpath(a.checkpoint_file).exists()   # doctest: +SKIP
     (True, True)
     """
+    example = _check_example(Path(example_dir) if example_dir else EXAMPLE_DIR)  # fail before the slow part
     assets = assets_paths(dest)
     assets.root.mkdir(parents=True, exist_ok=True)
     marker = assets.root / _MARKER
@@ -100,7 +101,7 @@ def build_tiny_assets(dest: Path, example_dir: Path | None = None) -> TinyAssets
         _write_model(assets.checkpoint_dir / assets.checkpoint_file, vocab)
         # The marker goes last: an interrupted build is redone, never half-reused.
         marker.write_text(json.dumps({"version": _BUILD_VERSION, "vocab_size": vocab}) + "\n")
-    _materialize_configs(assets, Path(example_dir) if example_dir else EXAMPLE_DIR)
+    _materialize_configs(assets, example)
     return assets
 
 
@@ -197,14 +198,18 @@ def _write_model(path: Path, vocab_size: int) -> None:
 # ----------------------------------------------------------------------------- configs
 
 
-def _materialize_configs(assets: TinyAssets, example_dir: Path) -> None:
-    """Copy the example YAML files into the assets dir, the placeholder made absolute."""
+def _check_example(example_dir: Path) -> Path:
     missing = [n for n in _EXAMPLE_FILES if not (example_dir / n).is_file()]
     if missing:
         raise ConfigWriterError(
             f"the tiny example ({', '.join(missing)}) is not in {example_dir}; the demo needs a checkout of "
             "the repository (example_configs/tiny/), or pass example_dir= pointing at a copy of it"
         )
+    return example_dir
+
+
+def _materialize_configs(assets: TinyAssets, example_dir: Path) -> None:
+    """Copy the example YAML files into the assets dir, the placeholder made absolute."""
     # A YAML double-quoted string accepts JSON escapes, so any path survives quoting.
     root = json.dumps(str(assets.root))[1:-1]
     for name in _EXAMPLE_FILES:

@@ -149,6 +149,8 @@ def _describe(by_index: dict[int, Any]) -> str:
     if not by_index:
         return "no runs"
     ids = sorted(by_index)
+    if len(ids) == 1:
+        return f"only run {ids[0]} (run_{ids[0]:03d})"
     if ids == list(range(ids[0], ids[-1] + 1)):
         return f"runs {ids[0]}-{ids[-1]} (run_{ids[0]:03d} .. run_{ids[-1]:03d})"
     return "runs " + ", ".join(map(str, ids))
