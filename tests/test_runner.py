@@ -115,28 +115,31 @@ def _wait_for(predicate, timeout: float = 120.0) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("how, sig, expected_code", [
-    ("cli", signal.SIGINT, 130),       # Ctrl-C on `torchtune-config-writer run`
-    ("run_one", signal.SIGTERM, 143),  # scancel of a SLURM task
+    ("cli", signal.SIGINT, 130),           # Ctrl-C on `torchtune-config-writer run`
+    ("cli-parallel", signal.SIGINT, 130),  # ... with two runs in flight
+    ("run_one", signal.SIGTERM, 143),      # scancel of a SLURM task
 ])
 def test_interrupt_records_cancelled_and_stops_the_child(make_experiment_dir, how, sig, expected_code):
-    exp = make_experiment_dir([{"optimizer.lr": 1e-3}, {"optimizer.lr": 3e-3}]).resolve()
-    if how == "cli":
-        cmd = [sys.executable, "-m", "torchtune_config_writer", "run", str(exp)]
+    exp = make_experiment_dir([{"optimizer.lr": 1e-3}, {"optimizer.lr": 3e-3}, {"optimizer.lr": 1e-2}]).resolve()
+    in_flight = ["run_000", "run_001"] if how == "cli-parallel" else ["run_000"]
+    if how.startswith("cli"):
+        cmd = [sys.executable, "-m", "torchtune_config_writer", "run", str(exp), "--parallel", str(len(in_flight))]
     else:
         cmd = [sys.executable, "-c",
                f"import sys; from torchtune_config_writer.runner import run_one; sys.exit(run_one({str(exp)!r}, 0))"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        _wait_for(lambda: read_status(exp, "run_000")["state"] == "running" and _processes_in(exp))
+        _wait_for(lambda: all(read_status(exp, r)["state"] == "running" for r in in_flight)
+                  and len(_processes_in(exp)) >= len(in_flight))
         proc.send_signal(sig)
         output, _ = proc.communicate(timeout=60)
     finally:
         proc.kill()
     assert proc.returncode == expected_code, output
-    assert read_status(exp, "run_000")["state"] == "cancelled"
-    assert not status_path(exp, "run_001").exists()  # never started: still pending
+    assert [read_status(exp, r)["state"] for r in in_flight] == ["cancelled"] * len(in_flight)
+    assert not status_path(exp, "run_002").exists()  # never started: still pending
     assert "Traceback" not in output
-    _wait_for(lambda: not _processes_in(exp), timeout=15)  # the tune child is gone too
+    _wait_for(lambda: not _processes_in(exp), timeout=15)  # the tune children are gone too
 
 
 # ----------------------------------------------------------------------------- refusals

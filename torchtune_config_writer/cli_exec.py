@@ -56,7 +56,8 @@ def collect_cmd(experiment_dir: Path) -> None:
 @click.command("demo")
 @click.option("--workdir", type=click.Path(path_type=Path), default=Path("demo_outputs"), show_default=True,
               help="Where the tiny assets and the demo experiment go.")
-@click.option("--parallel", type=int, default=1, show_default=True, metavar="N", help="Runs at a time.")
+@click.option("--parallel", type=int, default=2, show_default=True, metavar="N",
+              help="Runs at a time (each gets its share of the cores).")
 def demo_cmd(workdir: Path, parallel: int) -> None:
     """From nothing to a results table: build a tiny model, generate a 4-run sweep, run it on CPU, collect.
 

@@ -225,6 +225,11 @@ class _Signals:
         else:
             raise _Interrupted(signum)
 
+    def hold_from_now(self) -> None:
+        """Hold back every further signal (while cleaning up after one: a second Ctrl-C must not
+        interrupt the cleanup and leave runs `running`; the cleanup ends within the kill grace)."""
+        self._holding = True
+
     @contextmanager
     def held(self) -> Iterator[None]:
         self._holding = True
@@ -269,6 +274,7 @@ def run_one(exp_dir: str | Path, index: int | str, *, nproc_per_node: int | str 
                 child.finish()
             return child.record["exit_code"]
         except (KeyboardInterrupt, _Interrupted) as e:
+            signals.hold_from_now()
             if child is not None and not child.done:
                 child.stop()
             return 128 + _signum(e)
@@ -385,6 +391,7 @@ def run_experiment(exp_dir: str | Path, runs: str | Iterable[int] | None = None,
                 time.sleep(_POLL_S)
         except BaseException as e:
             # Whatever stopped the loop, no child outlives it and no run stays `running`.
+            signals.hold_from_now()
             interrupted = isinstance(e, (KeyboardInterrupt, _Interrupted))
             if interrupted:
                 summary.interrupted_by = _signum(e)
