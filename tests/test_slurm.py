@@ -279,18 +279,25 @@ def test_status_from_records_only(handmade, tmp_path: Path) -> None:
 
 
 def test_slurm_states_override_records_only_when_they_know_more(handmade) -> None:
-    exp = handmade(6)
-    slurm.record_job(exp, slurm.SubmittedArray(["sbatch", "--parsable", "--array=0-5"], slurm.ArrayChunk(0, tuple(range(6))),
-                                               "50"))
+    exp = handmade(8)
+    slurm.record_job(exp, slurm.SubmittedArray(["sbatch", "--parsable", "--array=0-6"],
+                                               slurm.ArrayChunk(0, tuple(range(7))), "50"))
     submitted = slurm.read_jobs(exp)[0]["submitted"]
     rec = {"started": submitted, "slurm_array_job_id": "50"}
     write_status(exp, {"run_id": "run_000", "state": "completed", "exit_code": 0, **rec, "slurm_array_task_id": "0"})
     write_status(exp, {"run_id": "run_001", "state": "running", **rec, "slurm_array_task_id": "1"})
     write_status(exp, {"run_id": "run_002", "state": "running", **rec, "slurm_array_task_id": "2"})
     write_status(exp, {"run_id": "run_005", "state": "failed", "exit_code": 1, "started": "2000-01-01T00:00:00+00:00"})
+    write_status(exp, {"run_id": "run_006", "state": "cancelled", "exit_code": 143, **rec, "slurm_array_task_id": "6"})
+    # run_007 was submitted by hand (`sbatch submit.sbatch`): only its record names the job.
+    write_status(exp, {"run_id": "run_007", "state": "running", "started": submitted, "slurm_array_job_id": "60",
+                       "slurm_array_task_id": "7"})
+    assert slurm.submitted_job_ids(exp) == ["50", "60"]
     live = {("50", t): slurm.TaskState("50", t, state, code, 5.0, "")
             for t, state, code in [(0, "COMPLETED", 0), (1, "RUNNING", None), (2, "TIMEOUT", 143),
-                                   (3, "CANCELLED", 0), (4, "PENDING", None), (5, "PENDING", None)]}
+                                   (3, "CANCELLED", 0), (4, "PENDING", None), (5, "PENDING", None),
+                                   (6, "TIMEOUT", 143)]}
+    live[("60", 7)] = slurm.TaskState("60", 7, "NODE_FAIL", 0, 9.0, "")
     states = {s.run_id: s for s in slurm.run_states(exp, live=live)}
     assert states["run_000"].state == "completed"            # the record of this very task
     assert states["run_001"].state == "RUNNING"
@@ -298,8 +305,10 @@ def test_slurm_states_override_records_only_when_they_know_more(handmade) -> Non
     assert states["run_003"].state == "CANCELLED"            # cancelled while pending: no record at all
     assert states["run_004"].state == "PENDING"
     assert states["run_005"].state == "PENDING"              # an older failure, now queued again
+    assert (states["run_006"].state, states["run_006"].exit_code) == ("TIMEOUT", 143)  # why it was cancelled
+    assert (states["run_007"].state, states["run_007"].job) == ("NODE_FAIL", "60_7")
     picked = slurm.select_for_submit(load_mapping(exp), list(states.values()), None, failed=True)
-    assert [r["run_id"] for r in picked] == ["run_002", "run_003"]
+    assert [r["run_id"] for r in picked] == ["run_002", "run_003", "run_006", "run_007"]
 
 
 def test_generate_writes_the_submit_script(tiny_assets, tmp_path: Path) -> None:

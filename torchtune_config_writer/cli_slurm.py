@@ -49,13 +49,13 @@ def status_cmd(experiment_dir: str, no_slurm: bool) -> None:
     from .status import load_mapping
 
     mapping = load_mapping(experiment_dir)
-    jobs = slurm.read_jobs(experiment_dir)
+    jobs = slurm.submitted_job_ids(experiment_dir, mapping)
     note, live = "", None
     if jobs and not no_slurm:
         if shutil.which("squeue") is None:
             note = "(squeue is not on PATH: states of submitted runs are from their status records only)"
         else:
-            live = slurm.query_tasks(j["job_id"] for j in jobs)
+            live = slurm.query_tasks(jobs)
             if live is None:
                 note = "(squeue failed: states of submitted runs are from their status records only)"
     states = slurm.run_states(experiment_dir, mapping, use_slurm=False, live=live)

@@ -240,7 +240,7 @@ def render_submit_script(exp_dir: str | Path, mapping: dict[str, Any], settings:
     Raises ``SlurmSettingsError`` for a setting that cannot go into the script.
 
     >>> text = render_submit_script("/exp", {"experiment_name": "demo", "runs": [{"index": 0}]})
-    >>> "#SBATCH --array=0\n" in text
+    >>> "#SBATCH --array=0\\n" in text
     True
     """
     import jinja2  # only `generate` renders; keep `import torchtune_config_writer.slurm` light
@@ -404,6 +404,30 @@ def select_for_submit(mapping: dict[str, Any], states: list["RunState"], runs: s
     return selected
 
 
+def _refuse_unsubmittable(exp: Path, selected: list[dict[str, Any]], states: list[RunState]) -> None:
+    """Raise, naming every offender, unless all selected runs are runnable and none is queued or running."""
+    problems = []
+    for run in selected:
+        try:
+            check_runnable(exp, run)
+        except RunNotRunnableError as e:
+            problems.append(str(e))
+    if problems:
+        raise RunNotRunnableError(
+            f"{len(problems)} of the selected runs may not run, so nothing was submitted:\n  "
+            + "\n  ".join(problems) + "\n(--runs selects only the others)"
+        )
+    wanted = {int(r["index"]) for r in selected}
+    busy = [s for s in states if s.index in wanted and s.state in ACTIVE_STATES | {RUNNING}]
+    if busy:
+        raise SlurmError(
+            "already queued or running, so nothing was submitted: "
+            + ", ".join(f"{s.run_id} ({s.state}{', job ' + s.job if s.job else ''})" for s in busy)
+            + "; wait for them, `scancel` them, or leave them out with --runs (a run recorded 'running' that "
+            "no process runs any more: delete its status/run_NNN.json)"
+        )
+
+
 def submit(exp_dir: str | Path, runs: str | None = None, *, failed: bool = False, dry_run: bool = False,
            echo: Callable[[str], None] = print) -> list[SubmittedArray]:
     """Submit the selected runs of an experiment directory as job array(s) of its ``submit.sbatch``.
@@ -427,26 +451,7 @@ def submit(exp_dir: str | Path, runs: str | None = None, *, failed: bool = False
     if not selected:
         echo("no failed or cancelled runs: nothing to submit" if failed else "no runs selected: nothing to submit")
         return []
-    problems = []
-    for run in selected:
-        try:
-            check_runnable(exp, run)
-        except RunNotRunnableError as e:
-            problems.append(str(e))
-    if problems:
-        raise RunNotRunnableError(
-            f"{len(problems)} of the selected runs may not run, so nothing was submitted:\n  "
-            + "\n  ".join(problems) + "\n(--runs selects only the others)"
-        )
-    wanted = {int(r["index"]) for r in selected}
-    busy = [s for s in states if s.index in wanted and s.state in ACTIVE_STATES | {RUNNING}]
-    if busy:
-        raise SlurmError(
-            "already queued or running, so nothing was submitted: "
-            + ", ".join(f"{s.run_id} ({s.state}{', job ' + s.job if s.job else ''})" for s in busy)
-            + "; wait for them, `scancel` them, or leave them out with --runs (a run recorded 'running' that "
-            "no process runs any more: delete its status/run_NNN.json)"
-        )
+    _refuse_unsubmittable(exp, selected, states)
     sbatch = _client("sbatch")
     if not sbatch and not dry_run:
         raise SlurmError("sbatch is not on PATH: submit from a SLURM login node (or run the runs here with "
@@ -652,6 +657,59 @@ def _record_job(rec: dict[str, Any]) -> tuple[str, int] | None:
     return (str(job), int(task)) if job and str(task).isdigit() else None
 
 
+def _submissions(exp: Path, runs: list[dict[str, Any]], records: dict[str, dict[str, Any]]
+                 ) -> dict[int, tuple[str, int, str]]:
+    """Run index -> (job id, task id, since) of the SLURM task that last ran or will run it.
+
+    The latest submission in slurm_jobs.yaml, else the task named in the run's
+    status record (an array submitted by hand with ``sbatch submit.sbatch``).
+    """
+    subs = latest_tasks(read_jobs(exp))
+    for run in runs:
+        rec = records[run["run_id"]]
+        job = _record_job(rec)
+        if int(run["index"]) not in subs and job:
+            subs[int(run["index"])] = (*job, str(rec.get("started") or ""))
+    return subs
+
+
+def submitted_job_ids(exp_dir: str | Path, mapping: dict[str, Any] | None = None) -> list[str]:
+    """The SLURM array job ids that ran or will run the experiment's runs (what ``status`` asks squeue about)."""
+    mapping = mapping or load_mapping(exp_dir)
+    subs = _submissions(Path(exp_dir), select_runs(mapping, None), read_all(exp_dir, mapping))
+    return sorted({job for job, _, _ in subs.values()})
+
+
+def _merge(run: dict[str, Any], rec: dict[str, Any], sub: tuple[str, int, str] | None,
+           task: TaskState | None) -> RunState:
+    """One run's state from its record, its latest SLURM task (``sub``) and what squeue says of that task."""
+    rec_job = _record_job(rec)
+    out = RunState(run["run_id"], int(run["index"]), dict(run.get("parameters") or {}), rec["state"],
+                   rec.get("exit_code"), _record_seconds(rec), f"{rec_job[0]}_{rec_job[1]}" if rec_job else None)
+    if sub is None:
+        return out
+    job = f"{sub[0]}_{sub[1]}"
+    if task is None:
+        if rec_job is None and rec["state"] == "pending":
+            out.job = job  # submitted, but SLURM no longer remembers the task (MinJobAge passed)
+        return out
+    from_this_task = rec_job == sub[:2]
+    finished = from_this_task and rec["state"] in (COMPLETED, FAILED, CANCELLED)
+    later_local_run = not from_this_task and bool(rec.get("started")) and str(rec["started"]) > sub[2]
+    if finished:
+        if rec["state"] == CANCELLED and task.state in FAILED_STATES - {"CANCELLED"}:
+            out.state = task.state  # run_one saw only a SIGTERM; SLURM knows why (TIMEOUT, PREEMPTED, ...)
+    elif task.state in ACTIVE_STATES:
+        out.state, out.job = task.state, job
+        if not from_this_task:  # the record (if any) is of an earlier attempt
+            out.exit_code, out.seconds = None, (None if task.state == "PENDING" else task.seconds)
+    elif task.state in FAILED_STATES and not later_local_run:
+        # Ended without a final record: cancelled while pending, killed (NODE_FAIL, OOM), or the
+        # setup failed before run_one started.
+        out.state, out.exit_code, out.seconds, out.job = task.state, task.exit_code, task.seconds, job
+    return out
+
+
 def run_states(exp_dir: str | Path, mapping: dict[str, Any] | None = None, *, use_slurm: bool = True,
                live: dict[tuple[str, int], TaskState] | None = None) -> list[RunState]:
     """Every run's state, in index order: its status record, overridden by SLURM for submitted runs.
@@ -659,38 +717,22 @@ def run_states(exp_dir: str | Path, mapping: dict[str, Any] | None = None, *, us
     SLURM wins when the run's latest array task is queued or running (PENDING,
     RUNNING), or when it ended without writing a final record (cancelled while
     pending, TIMEOUT, NODE_FAIL: the record is missing, older, or still says
-    running). Without squeue (or ``use_slurm=False``) the records alone count.
+    running). ``live`` is squeue's answer when the caller already has it;
+    without squeue (or with ``use_slurm=False``) the records alone count.
+
+    >>> [(s.run_id, s.state) for s in run_states("outputs/demo")]     # doctest: +SKIP
+    [('run_000', 'completed'), ('run_001', 'RUNNING'), ('run_002', 'PENDING')]
     """
     exp = Path(exp_dir)
     mapping = mapping or load_mapping(exp)
     records = read_all(exp, mapping)
-    latest = latest_tasks(read_jobs(exp))
-    if live is None and use_slurm and latest:
-        live = query_tasks(j for j, _, _ in latest.values())
-    out = []
-    for run in select_runs(mapping, None):
-        rec, index = records[run["run_id"]], int(run["index"])
-        rec_job = _record_job(rec)
-        state = RunState(run["run_id"], index, dict(run.get("parameters") or {}), rec["state"], rec.get("exit_code"),
-                         _record_seconds(rec), f"{rec_job[0]}_{rec_job[1]}" if rec_job else None)
-        sub = latest.get(index)
-        task = live.get(sub[:2]) if (live and sub) else None
-        if task is not None:
-            from_this_task = rec_job == sub[:2]
-            later_local_run = (not from_this_task and rec.get("started") and sub[2]
-                               and str(rec["started"]) > sub[2])
-            finished_record = from_this_task and rec["state"] in (COMPLETED, FAILED, CANCELLED)
-            if task.state in ACTIVE_STATES and not finished_record:
-                state.state, state.job = task.state, f"{sub[0]}_{sub[1]}"
-                if not from_this_task:
-                    state.exit_code, state.seconds = None, task.seconds if task.state != "PENDING" else None
-            elif task.state in FAILED_STATES and not finished_record and not later_local_run:
-                state.state, state.exit_code, state.job = task.state, task.exit_code, f"{sub[0]}_{sub[1]}"
-                state.seconds = task.seconds
-        elif sub and rec_job is None and rec["state"] == "pending":
-            state.job = f"{sub[0]}_{sub[1]}"  # submitted; SLURM no longer remembers the task
-        out.append(state)
-    return out
+    runs = select_runs(mapping, None)
+    subs = _submissions(exp, runs, records)
+    if live is None and use_slurm and subs:
+        live = query_tasks({job for job, _, _ in subs.values()})
+    live = live or {}
+    return [_merge(run, records[run["run_id"]], subs.get(int(run["index"])),
+                   live.get(subs[int(run["index"])][:2]) if int(run["index"]) in subs else None) for run in runs]
 
 
 # ----------------------------------------------------------------------------- the status table
