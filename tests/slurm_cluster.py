@@ -362,12 +362,20 @@ def reap_orphans() -> list[Path]:
     return reaped
 
 
-if __name__ == "__main__":  # manual use: python tests/slurm_cluster.py /tmp/mycluster  (Ctrl-C stops)
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+if __name__ == "__main__":  # manual use: python tests/slurm_cluster.py /tmp/mycluster  (Ctrl-C or kill stops)
     import sys
     import tempfile
 
+    # Explicit handlers: a background job starts with SIGINT ignored, and SIGTERM would skip cleanup.
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     where = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(tempfile.mkdtemp(prefix="tcw-slurm-"))
     with slurm_cluster(where) as c:
         print(f"cluster up in {c.started_in:.2f} s; export SLURM_CONF={c.conf}", flush=True)
         with contextlib.suppress(KeyboardInterrupt):
-            signal.pause()
+            while True:
+                signal.pause()
