@@ -73,14 +73,14 @@ def demo_cmd(workdir: Path, parallel: int) -> None:
 
     t0 = time.monotonic()
     workdir = workdir.resolve()
+    exp_dir = workdir / "experiment"
+    # Only an experiment directory from an earlier demo is replaced, never another folder.
+    if exp_dir.exists() and not (exp_dir / MAPPING_FILE).is_file():
+        raise ExperimentDirError(f"{exp_dir} exists and is not an experiment directory; pick another --workdir")
+
     click.echo(f"1/4 building tiny assets in {workdir / 'assets'}")
     assets = build_tiny_assets(workdir / "assets")
-
-    exp_dir = workdir / "experiment"
     if exp_dir.exists():
-        # Only an experiment directory from an earlier demo is replaced, never another folder.
-        if not (exp_dir / MAPPING_FILE).is_file():
-            raise ExperimentDirError(f"{exp_dir} exists and is not an experiment directory; pick another --workdir")
         shutil.rmtree(exp_dir)
     click.echo(f"2/4 generating {assets.experiment} -> {exp_dir}")
     result = generate_configs(assets.experiment, output_dir=exp_dir)
