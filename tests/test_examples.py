@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import shutil
 from pathlib import Path
@@ -87,6 +88,8 @@ def test_documents_have_examples():
 
 @pytest.mark.parametrize("body, following", DOC_CASES)
 def test_documented_example(tmp_path, monkeypatch, body, following):
+    if "bitsandbytes" in body and importlib.util.find_spec("bitsandbytes") is not None:
+        pytest.skip("documents the error seen without bitsandbytes")
     shutil.copy(EXAMPLES_DIR / "custom_base.yaml", tmp_path / "custom_base.yaml")
     expected_error = re.match(r"#\s*error:\s*(\w+)[^\n]*\n", body)
     if expected_error:
