@@ -21,7 +21,7 @@ def base():
         ("epochs", "epochs"),  # top level
         ("learning_rate", "optimizer.lr"),
         ("lr", "optimizer.lr"),
-        ("warmup_steps", "lr_scheduler.num_warmup_steps"),  # alias wins over profiler.warmup_steps
+        ("num_warmup_steps", "lr_scheduler.num_warmup_steps"),
         ("dataset.data_files", "dataset.data_files"),  # accepted by the dataset builder's signature
         ("data_files", "dataset.data_files"),
     ],
@@ -32,7 +32,25 @@ def test_resolution(base, raw, path):
 
 def test_aliases_point_at_real_keys_of_a_lora_config(base):
     for alias, target in ALIASES.items():
+        if alias == "warmup_steps":
+            continue  # also a real key of the profiler: see below
         assert resolve_key(alias, base).dotted == target, alias
+
+
+def test_an_alias_never_hides_a_real_key_of_the_same_name(base):
+    with pytest.raises(AmbiguousKeyError) as e:
+        resolve_key("warmup_steps", base)
+    assert "- lr_scheduler.num_warmup_steps\n    - profiler.warmup_steps" in str(e.value)
+    assert resolve_key("warmup_steps", {"lr_scheduler": {"num_warmup_steps": 1}}).dotted == "lr_scheduler.num_warmup_steps"
+
+
+def test_suggestions_never_repeat_the_typo_or_offer_component_paths():
+    with pytest.raises(UnknownKeyError) as e:
+        resolve_key("rank", {"model": {"_component_": "x.y"}, "optimizer": {"_component_": "torch.optim.AdamW"}})
+    assert "Did you mean" not in str(e.value)
+    with pytest.raises(UnknownKeyError) as e:
+        resolve_key("~nothere", {"a": 1})
+    assert "'+nothere'" not in str(e.value)
 
 
 def test_ambiguous_short_name_lists_every_candidate(base):

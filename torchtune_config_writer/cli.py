@@ -38,6 +38,7 @@ def ls_cmd(pattern: str | None) -> None:
     from . import registry
 
     glob = pattern if pattern and any(c in pattern for c in "*?[") else f"*{pattern or ''}*"
+    files = registry.builtin_configs()
     shown = 0
     click.echo(f"{'RECIPE':<40} CONFIG")
     for r in registry.recipes():
@@ -45,7 +46,8 @@ def ls_cmd(pattern: str | None) -> None:
         if not names and not fnmatch.fnmatch(r.name, glob):
             continue
         for i, c in enumerate(names or ["-"]):
-            click.echo(f"{r.name if i == 0 else '':<40} {c}")
+            missing = c in files and not files[c].path.is_file()
+            click.echo(f"{r.name if i == 0 else '':<40} {c}" + ("  (file not shipped with this torchtune)" if missing else ""))
             shown += 1
     if not shown:
         raise ConfigWriterError(f"nothing matches '{pattern}'; run `torchtune-config-writer ls` to see every config")

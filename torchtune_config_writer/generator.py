@@ -147,7 +147,7 @@ def compile_experiment(exp: Experiment, experiment_dir: Path) -> GenerationResul
         for value in values:
             check_nested(key, value, template, where)
         var_keys.append(key)
-    check_conflicts(control_keys, list(exp.controls.values()), var_keys)
+    check_conflicts(control_keys, list(exp.controls.values()), var_keys, exp.where)
 
     renderer = Renderer(template)
     by_path = dict(zip([k.dotted for k in var_keys], var_keys))

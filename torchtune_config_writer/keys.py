@@ -18,7 +18,7 @@ import importlib
 import inspect
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Iterator, Literal
+from typing import Any, Callable, Iterator, Literal
 
 from .errors import AmbiguousKeyError, ConflictingKeyError, ExperimentSchemaError, UnknownKeyError, close_matches
 
@@ -83,9 +83,9 @@ def resolve_key(raw: str, tree: dict, section: str = "controls") -> Key:
             raise ExperimentSchemaError(f"{section}: '{raw}': '{'.'.join(path[:-1])}' is not a mapping, so nothing can be added under it")
         return Key(raw, path, op)
     if len(path) == 1 and name not in tree:
-        path = _short_name(name, tree, section, raw)
-    elif _get(tree, path) is _MISSING and not _component_accepts(tree, path):
-        raise UnknownKeyError(_unknown_message(name, tree, section, raw))
+        path = _short_name(name, tree, section, raw, op)
+    elif _get(tree, path) is _MISSING and (op == "delete" or not _component_accepts(tree, path)):
+        raise UnknownKeyError(_unknown_message(name, tree, section, raw, op))
     return Key(raw, path, op)
 
 
@@ -102,24 +102,31 @@ def check_nested(key: Key, value: Any, tree: dict, section: str) -> None:
         return  # replacing null or a missing node; merge reports real type clashes
     if "_component_" in value and value["_component_"] != node.get("_component_"):
         return
+    deleted = {split_op(str(c))[1] for c in value if split_op(str(c))[0] == "delete"}
     for child, child_value in value.items():
         op, name = split_op(str(child))
         path = key.path + (name,)
         here = f"{key.dotted}.{child}"
         if op == "add":
-            if name in node:
+            if name in node and name not in deleted:
                 raise ConflictingKeyError(f"{section}: '{here}' adds '{name}', but the base already has it; drop the '+'")
             continue
-        if name not in node and not _component_accepts(tree, path):
-            raise UnknownKeyError(_unknown_message(".".join(path), tree, section, here))
+        if name not in node and (op == "delete" or not _component_accepts(tree, path)):
+            raise UnknownKeyError(_unknown_message(".".join(path), tree, section, here, op))
         if op == "set":
             check_nested(Key(here, path), child_value, tree, section)
 
 
-def check_conflicts(controls: list[Key], control_values: list[Any], variables: list[Key]) -> None:
-    """Refuse a key set twice: twice in one section, or as both a variable and a control."""
-    _no_repeats(variables, "variables")
-    _no_repeats(controls, "controls")
+def check_conflicts(
+    controls: list[Key], control_values: list[Any], variables: list[Key], locate: Callable[[str, str], str] | None = None
+) -> None:
+    """Refuse a key set twice: twice in one section, or as both a variable and a control.
+
+    ``locate(section, raw_key)`` names where a key was written (``'experiment.yaml:7 (controls)'``).
+    """
+    locate = locate or (lambda section, raw: section)
+    _no_repeats(variables, "variables", locate)
+    _no_repeats(controls, "controls", locate)
     leaves = [(key, leaf) for key, value in zip(controls, control_values) for leaf in _leaf_paths(key.path, value)]
     for var in variables:
         for key, leaf in leaves:
@@ -170,23 +177,24 @@ def _walk(tree: dict, prefix: tuple[str, ...] = (), include_mappings: bool = Fal
             yield path, v
 
 
-def _short_name(name: str, tree: dict, section: str, raw: str) -> tuple[str, ...]:
+def _short_name(name: str, tree: dict, section: str, raw: str, op: Op) -> tuple[str, ...]:
+    matches = leaf_index(tree).get(name, [])
     alias = ALIASES.get(name)
     if alias:
         path = tuple(alias.split("."))
         if _get(tree, path) is not _MISSING or _component_accepts(tree, path):
-            return path
-    matches = leaf_index(tree).get(name, [])
+            # an alias never hides a key that really has this name (profiler.warmup_steps, a teacher's checkpoint_dir)
+            matches = [path] + [m for m in matches if m != path]
     if len(matches) == 1:
         return matches[0]
     if len(matches) > 1:
         listed = "\n".join(f"    - {'.'.join(p)}" for p in matches)
         raise AmbiguousKeyError(f"{section}: '{raw}' matches {len(matches)} keys of the base config:\n{listed}\n  Write the full dotted path instead.")
-    raise UnknownKeyError(_unknown_message(name, tree, section, raw))
+    raise UnknownKeyError(_unknown_message(name, tree, section, raw, op))
 
 
-def _unknown_message(name: str, tree: dict, section: str, raw: str) -> str:
-    paths = all_paths(tree)
+def _unknown_message(name: str, tree: dict, section: str, raw: str, op: Op = "set") -> str:
+    paths = [p for p in all_paths(tree) if not p.endswith("_component_")]
     leaves = leaf_index(tree)
     candidates = close_matches(name, paths, n=3, cutoff=0.75)
     if not candidates and "." not in name:
@@ -194,7 +202,8 @@ def _unknown_message(name: str, tree: dict, section: str, raw: str) -> str:
             if leaf in tree:
                 candidates.append(leaf)
             elif leaf in ALIASES:
-                candidates.append(ALIASES[leaf] if ALIASES[leaf] in paths else leaf)
+                if ALIASES[leaf] in paths:
+                    candidates.append(ALIASES[leaf])
             else:
                 candidates.extend(".".join(p) for p in leaves[leaf])
     if not candidates and "." in name:
@@ -202,14 +211,16 @@ def _unknown_message(name: str, tree: dict, section: str, raw: str) -> str:
         parent, _, last = name.rpartition(".")
         node = _get(tree, tuple(parent.split(".")))
         if isinstance(node, dict):
-            siblings = [str(k) for k in node]
+            siblings = [str(k) for k in node if k != "_component_"]
             if isinstance(node.get("_component_"), str):
                 siblings += sorted(accepted_args(node["_component_"]) or ())
             candidates = [f"{parent}.{m}" for m in close_matches(last, siblings, cutoff=0.6)]
+    candidates = [c for c in dict.fromkeys(candidates) if c != name]
     msg = f"{section}: unknown key '{raw}': the base config has no '{name}'."
     if candidates:
-        msg += " Did you mean " + " or ".join(f"'{c}'" for c in dict.fromkeys(candidates)) + "?"
-    msg += f" To add a new key on purpose, write '+{name}'."
+        msg += " Did you mean " + " or ".join(f"'{c}'" for c in candidates) + "?"
+    if op != "delete":
+        msg += f" To add a new key on purpose, write '+{name}'."
     return msg
 
 
@@ -276,12 +287,13 @@ def _import_dotted(path: str) -> Any:
     return None
 
 
-def _no_repeats(keys: list[Key], section: str) -> None:
+def _no_repeats(keys: list[Key], section: str, locate: Callable[[str, str], str]) -> None:
     seen: dict[tuple[str, ...], Key] = {}
     for key in keys:
-        if key.path in seen:
+        earlier = seen.get(key.path)
+        if earlier and not (earlier.op == "delete" and key.op == "add"):  # ~k then +k replaces k on purpose
             raise ConflictingKeyError(
-                f"{section}: '{seen[key.path].raw}' and '{key.raw}' both set '{key.dotted}'; keep one of them"
+                f"{locate(section, key.raw)}: '{earlier.raw}' and '{key.raw}' both set '{key.dotted}'; keep one of them"
             )
         seen[key.path] = key
 

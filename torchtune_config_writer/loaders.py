@@ -48,10 +48,12 @@ def load_base_config(exp: Experiment) -> BaseConfig:
         hint = close_matches(path.name, siblings)
         msg = f"base_config_file '{path}' not found"
         if hint:
-            msg += f"; did you mean '{path.parent / hint[0]}'?"
+            msg += f". Did you mean '{path.parent / hint[0]}'?"
         elif not path.parent.is_dir():
-            msg += f" (directory '{path.parent}' does not exist)"
-        msg += ". A relative path is relative to the experiment file."
+            msg += f" (directory '{path.parent}' does not exist)."
+        else:
+            msg += "."
+        msg += " A relative path is relative to the experiment file."
         raise BaseConfigNotFoundError(msg)
     return BaseConfig(_read(path), _check_custom_recipe(exp.recipe, exp), path.resolve(), None)
 

@@ -88,6 +88,11 @@ def find_config(name: str) -> BuiltinConfig:
     name = name.removesuffix(".yaml")
     table = builtin_configs()
     if name in table:
+        if not table[name].path.is_file():
+            raise BaseConfigNotFoundError(
+                f"base_config '{name}' is listed in torchtune's registry, but this torchtune install does not ship "
+                f"its file ({table[name].path}). Copy the config from torchtune's repository and use base_config_file."
+            )
         return table[name]
     close = close_matches(name, table, n=5, cutoff=0.5)
     family = name.split("/")[0]

@@ -13,6 +13,7 @@ fix. Nothing here imports torchtune.
 
 from __future__ import annotations
 
+import datetime
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -187,6 +188,8 @@ def to_plain(node: Any) -> Any:
         return float(node)
     if isinstance(node, str):
         return str(node)
+    if isinstance(node, (datetime.date, datetime.datetime)):
+        return node.isoformat()  # OmegaConf reads 2024-01-01 as a string; so do we
     return node
 
 
