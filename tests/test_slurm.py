@@ -1,4 +1,4 @@
-"""SLURM: the submit script, submission, status — against a real single-node SLURM (no mocks).
+"""SLURM: the submit script (sbatch.py), submission and status (slurm.py) — against a real single-node SLURM (no mocks).
 
 Fast tests render scripts, run them under bash in a sandbox, and plan arrays;
 ``slow`` ones start a real munged/slurmctld/slurmd (tests/slurm_cluster.py)
@@ -7,8 +7,6 @@ and train the tiny CPU model in array tasks.
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import shutil
 import subprocess
@@ -20,7 +18,7 @@ import pytest
 from click.testing import CliRunner
 from hypothesis import given, settings, strategies as st
 
-from torchtune_config_writer import slurm
+from torchtune_config_writer import sbatch, slurm
 from torchtune_config_writer.cli import main
 from torchtune_config_writer.schema import SlurmSettings
 from torchtune_config_writer.status import RunNotRunnableError, load_mapping, read_all, write_status
@@ -54,30 +52,30 @@ def cli(*args: str, env: dict[str, str] | None = None):
 
 @pytest.mark.parametrize("value", NASTY)
 def test_sbatch_value_reads_back_through_sbatchs_parser(value: str) -> None:
-    line = f"--job-name={slurm.sbatch_value(value, 'slurm.job_name')} --exclusive"
-    assert slurm.sbatch_split(line) == [f"--job-name={value}", "--exclusive"]
+    line = f"--job-name={sbatch.sbatch_value(value, 'slurm.job_name')} --exclusive"
+    assert sbatch.sbatch_split(line) == [f"--job-name={value}", "--exclusive"]
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.text(min_size=1).filter(str.isprintable))
 def test_sbatch_value_round_trips_any_printable_text(value: str) -> None:
-    assert slurm.sbatch_split(f"--comment={slurm.sbatch_value(value, 'x')}") == [f"--comment={value}"]
+    assert sbatch.sbatch_split(f"--comment={sbatch.sbatch_value(value, 'x')}") == [f"--comment={value}"]
 
 
 @pytest.mark.parametrize("value", ["two\nlines", "tab\there", "cr\r", "nul\0", ""])
 def test_sbatch_value_refuses_what_a_sbatch_line_cannot_hold(value: str) -> None:
-    with pytest.raises(slurm.SlurmSettingsError, match="slurm.partition"):
-        slurm.sbatch_value(value, "slurm.partition")
+    with pytest.raises(sbatch.SlurmSettingsError, match="slurm.partition"):
+        sbatch.sbatch_value(value, "slurm.partition")
 
 
 def test_extra_sbatch_lines_are_checked() -> None:
-    assert slurm.sbatch_extra_line("#SBATCH --exclusive") == "--exclusive"
-    assert slurm.sbatch_extra_line('--comment="a b"') == '--comment="a b"'
+    assert sbatch.sbatch_extra_line("#SBATCH --exclusive") == "--exclusive"
+    assert sbatch.sbatch_extra_line('--comment="a b"') == '--comment="a b"'
     for bad, why in [("exclusive", "not an sbatch option"), ("--array=0-3", "manages"), ("-o x.out", "manages"),
                      ("--job-name=x", "slurm.job_name"), ('--comment="open', "unmatched"),
                      ("--exclusive\n--mem=1G", "newline")]:
-        with pytest.raises(slurm.SlurmSettingsError, match=why):
-            slurm.sbatch_extra_line(bad)
+        with pytest.raises(sbatch.SlurmSettingsError, match=why):
+            sbatch.sbatch_extra_line(bad)
 
 
 # ----------------------------------------------------------------------------- rendering
@@ -86,41 +84,41 @@ MAPPING = {"experiment_name": "demo", "runs": [{"index": i} for i in range(5)]}
 
 
 def test_script_has_the_requested_sbatch_lines() -> None:
-    text = slurm.render_submit_script("/x", MAPPING, SlurmSettings(
+    text = sbatch.render_submit_script("/x", MAPPING, SlurmSettings(
         partition="gpu", account="proj", qos="high", time="1:00:00", gpus_per_run=2, cpus_per_task=8,
         mem="64G", constraint="a100", extra_sbatch=["--exclusive"], max_concurrent=3))
-    sbatch = [ln for ln in text.splitlines() if ln.startswith("#SBATCH")]
-    assert sbatch == ["#SBATCH --job-name=demo", "#SBATCH --array=0-4%3", "#SBATCH --output=logs/%A_%a.out",
+    lines = [ln for ln in text.splitlines() if ln.startswith("#SBATCH")]
+    assert lines == ["#SBATCH --job-name=demo", "#SBATCH --array=0-4%3", "#SBATCH --output=logs/%A_%a.out",
                       "#SBATCH --nodes=1", "#SBATCH --partition=gpu", "#SBATCH --account=proj", "#SBATCH --qos=high",
                       "#SBATCH --time=1:00:00", "#SBATCH --cpus-per-task=8", "#SBATCH --mem=64G",
                       "#SBATCH --constraint=a100", "#SBATCH --gres=gpu:2", "#SBATCH --exclusive"]
-    assert slurm.read_header_text(text) == {"arrays": 1, "max_array_size": 1001, "max_concurrent": 3, "runs": 5}
+    assert sbatch.read_header_text(text) == {"arrays": 1, "max_array_size": 1001, "max_concurrent": 3, "runs": 5}
 
 
 def test_no_gres_without_gpus_and_no_array_limit_without_max_concurrent() -> None:
-    text = slurm.render_submit_script("/x", MAPPING, SlurmSettings(gpus_per_run=0))
+    text = sbatch.render_submit_script("/x", MAPPING, SlurmSettings(gpus_per_run=0))
     assert "--gres" not in text
     assert "#SBATCH --array=0-4\n" in text
 
 
 def test_default_setup_activates_this_environment() -> None:
-    text = slurm.render_submit_script("/x", MAPPING, SlurmSettings())
+    text = sbatch.render_submit_script("/x", MAPPING, SlurmSettings())
     if sys.prefix != sys.base_prefix:
         assert f"source {Path(sys.prefix) / 'bin' / 'activate'}" in text
     assert f"exec {sys.executable} -m torchtune_config_writer task" in text
 
 
 def test_custom_setup_is_kept_verbatim_and_must_be_valid_bash() -> None:
-    text = slurm.render_submit_script("/x", MAPPING, SlurmSettings(setup=["module load cuda/12", "conda activate x"]))
+    text = sbatch.render_submit_script("/x", MAPPING, SlurmSettings(setup=["module load cuda/12", "conda activate x"]))
     assert "module load cuda/12\nconda activate x\n" in text
     assert "exec python3 -m torchtune_config_writer task" in text
-    with pytest.raises(slurm.SlurmSettingsError, match="slurm.setup is not valid bash"):
-        slurm.render_submit_script("/x", MAPPING, SlurmSettings(setup=["echo 'unclosed"]))
+    with pytest.raises(sbatch.SlurmSettingsError, match="slurm.setup is not valid bash"):
+        sbatch.render_submit_script("/x", MAPPING, SlurmSettings(setup=["echo 'unclosed"]))
 
 
 def test_script_names_no_path(tmp_path: Path) -> None:
     # generate writes the script into a temporary directory renamed into place afterwards.
-    text = slurm.render_submit_script(tmp_path / "tmpname", MAPPING, SlurmSettings(setup=[]))
+    text = sbatch.render_submit_script(tmp_path / "tmpname", MAPPING, SlurmSettings(setup=[]))
     assert str(tmp_path) not in text
 
 
@@ -159,7 +157,7 @@ def test_rendered_script_runs_without_injection(tmp_path: Path, monkeypatch: pyt
     (exp / "run_mapping.yaml").write_text("runs: []\n")
     name = 'n"; touch PWNED_name; echo " $(touch PWNED_name2) # x'
     settings = SlurmSettings(job_name=name, max_concurrent=2, stagger_seconds=1.5, partition="a b")
-    script = slurm.write_submit_script(exp, {"experiment_name": "demo", "runs": [{"index": i} for i in range(9)]},
+    script = sbatch.write_submit_script(exp, {"experiment_name": "demo", "runs": [{"index": i} for i in range(9)]},
                                        settings)
     assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
     proc = _sandbox_run(script, exp, sandbox, 3, "4")
@@ -170,14 +168,14 @@ def test_rendered_script_runs_without_injection(tmp_path: Path, monkeypatch: pyt
     assert (sandbox / "slept").read_text() == "1.500\n"  # (3 % 2) * 1.5 s
     assert not list(tmp_path.rglob("PWNED*")) and not list(Path.cwd().glob("PWNED*"))
     job_name = next(ln for ln in script.read_text().splitlines() if ln.startswith("#SBATCH --job-name="))
-    assert slurm.sbatch_split(job_name[len("#SBATCH "):]) == [f"--job-name={name}"]
+    assert sbatch.sbatch_split(job_name[len("#SBATCH "):]) == [f"--job-name={name}"]
 
 
 def test_script_refuses_a_bad_offset_and_a_foreign_directory(tmp_path: Path) -> None:
     exp = tmp_path / "exp"
     exp.mkdir()
     (exp / "run_mapping.yaml").write_text("runs: []\n")
-    script = slurm.write_submit_script(exp, MAPPING, SlurmSettings(setup=[]))
+    script = sbatch.write_submit_script(exp, MAPPING, SlurmSettings(setup=[]))
     proc = _sandbox_run(script, exp, tmp_path, 0, "1; touch PWNED")
     assert proc.returncode == 2 and "offset must be a number" in proc.stderr
     proc = _sandbox_run(script, tmp_path, tmp_path, 0)
@@ -191,7 +189,7 @@ def test_script_refuses_a_bad_offset_and_a_foreign_directory(tmp_path: Path) -> 
 @settings(max_examples=200, deadline=None)
 @given(st.sets(st.integers(0, 60), min_size=1), st.integers(1, 20))
 def test_plan_arrays_covers_every_run_once(indices: set[int], size: int) -> None:
-    chunks = slurm.plan_arrays(indices, size)
+    chunks = sbatch.plan_arrays(indices, size)
     covered = [i for c in chunks for i in c.indices]
     assert sorted(covered) == sorted(indices)
     assert all(0 <= t < size for c in chunks for t in c.task_ids)
@@ -199,8 +197,8 @@ def test_plan_arrays_covers_every_run_once(indices: set[int], size: int) -> None
 
 
 def test_compress_ranges() -> None:
-    assert slurm.compress_ranges([7, 3, 0, 1, 2, 9, 10]) == "0-3,7,9-10"
-    assert slurm.ArrayChunk(0, (3, 7)).spec(2) == "3,7%2"
+    assert sbatch.compress_ranges([7, 3, 0, 1, 2, 9, 10]) == "0-3,7,9-10"
+    assert sbatch.ArrayChunk(0, (3, 7)).spec(2) == "3,7%2"
 
 
 # ----------------------------------------------------------------------------- submit without a cluster
@@ -211,7 +209,7 @@ def handmade(make_experiment_dir):
     """An experiment directory written by hand (Appendix B), with a submit.sbatch; runs a list of overrides."""
     def make(n: int, settings: SlurmSettings | None = None, **kwargs) -> Path:
         exp = make_experiment_dir([{"optimizer.lr": 1e-3 * (i + 1)} for i in range(n)], **kwargs)
-        slurm.write_submit_script(exp, load_mapping(exp), settings or SlurmSettings(gpus_per_run=0))
+        sbatch.write_submit_script(exp, load_mapping(exp), settings or SlurmSettings(gpus_per_run=0))
         return exp
     return make
 
@@ -281,7 +279,7 @@ def test_status_from_records_only(handmade, tmp_path: Path) -> None:
 def test_slurm_states_override_records_only_when_they_know_more(handmade) -> None:
     exp = handmade(8)
     slurm.record_job(exp, slurm.SubmittedArray(["sbatch", "--parsable", "--array=0-6"],
-                                               slurm.ArrayChunk(0, tuple(range(7))), "50"))
+                                               sbatch.ArrayChunk(0, tuple(range(7))), "50"))
     submitted = slurm.read_jobs(exp)[0]["submitted"]
     rec = {"started": submitted, "slurm_array_job_id": "50"}
     write_status(exp, {"run_id": "run_000", "state": "completed", "exit_code": 0, **rec, "slurm_array_task_id": "0"})
@@ -312,8 +310,6 @@ def test_slurm_states_override_records_only_when_they_know_more(handmade) -> Non
 
 
 def test_generate_writes_the_submit_script(tiny_assets, tmp_path: Path) -> None:
-    from torchtune_config_writer import generate_configs
-
     exp = _tiny_experiment(tiny_assets, tmp_path / "gen", lrs=[1e-3, 2e-3], validate=False,
                            slurm_settings={"gpus_per_run": 0, "max_concurrent": 1, "job_name": "x y"})
     text = (exp / "submit.sbatch").read_text()
@@ -369,7 +365,7 @@ def _max_overlap(intervals: list[tuple[str, str]]) -> int:
 def test_sbatch_reads_our_escaped_values_back_exactly(slurm_cluster, tmp_path: Path) -> None:
     script = tmp_path / "held.sbatch"
     for value in NASTY:
-        script.write_text(f"#!/bin/bash\n#SBATCH --job-name={slurm.sbatch_value(value, 'n')}\n#SBATCH --hold\n"
+        script.write_text(f"#!/bin/bash\n#SBATCH --job-name={sbatch.sbatch_value(value, 'n')}\n#SBATCH --hold\n"
                           f"#SBATCH --output=/dev/null\ntrue\n")
         job = slurm_cluster.run("sbatch", "--parsable", str(script)).stdout.strip()
         shown = slurm_cluster.run("scontrol", "-o", "show", "job", job).stdout

@@ -354,7 +354,7 @@ def _write_files(result: GenerationResult, root: Path) -> None:
     }
     (root / "run_mapping.yaml").write_text(dump_plain(mapping))
     (root / "validation_report.txt").write_text(validation_report(result))
-    from .slurm import write_submit_script
+    from .sbatch import write_submit_script
 
     # ``root`` is a temporary directory renamed into place afterwards: the script names no path.
     write_submit_script(root, mapping, exp.slurm)

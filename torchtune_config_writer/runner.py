@@ -34,7 +34,7 @@ from typing import IO, Any, Callable, Iterable, Iterator
 from .errors import ConfigWriterError
 from .status import (
     CANCELLED, COMPLETED, FAILED, LOG_DIR, PENDING, RUNNING,
-    RunNotRunnableError, check_runnable, find_run, load_mapping, read_all, select_runs, write_status,
+    check_all_runnable, check_runnable, find_run, load_mapping, read_all, select_runs, write_status,
 )
 
 #: Environment variable giving torchrun's --nproc_per_node for distributed recipes.
@@ -352,17 +352,7 @@ def run_experiment(exp_dir: str | Path, runs: str | Iterable[int] | None = None,
     exp = Path(exp_dir).resolve()
     mapping = load_mapping(exp)
     todo, skipped = plan_runs(exp, runs, rerun_failed=rerun_failed, force=force)
-    problems = []
-    for run in todo:
-        try:
-            check_runnable(exp, run)
-        except RunNotRunnableError as e:
-            problems.append(str(e))
-    if problems:
-        raise RunNotRunnableError(
-            f"{len(problems)} of the selected runs may not run, so none was started:\n  " + "\n  ".join(problems)
-            + "\n(--runs selects only the others)"
-        )
+    check_all_runnable(exp, todo, "so none was started")
     summary = RunSummary(total=len(todo), skipped=list(skipped))
     for rid, why in skipped.items():
         say(f"skip {rid}: {why}")

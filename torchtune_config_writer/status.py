@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
+from .atomic import atomic_write_text
 from .errors import ConfigWriterError, ExperimentDirError
 
 MAPPING_FILE = "run_mapping.yaml"
@@ -200,6 +199,26 @@ def check_runnable(exp_dir: str | Path, run: dict[str, Any] | int | str) -> Path
     return config
 
 
+def check_all_runnable(exp_dir: str | Path, runs: Iterable[dict[str, Any]], consequence: str) -> None:
+    """``check_runnable`` every run; if any may not run, raise one ``RunNotRunnableError`` naming them all.
+
+    ``consequence`` says what the caller therefore did not do ("so none was started").
+
+    >>> check_all_runnable("outputs/tiny_rank_lr", runs, "so nothing was submitted")   # doctest: +SKIP
+    """
+    problems = []
+    for run in runs:
+        try:
+            check_runnable(exp_dir, run)
+        except RunNotRunnableError as e:
+            problems.append(str(e))
+    if problems:
+        raise RunNotRunnableError(
+            f"{len(problems)} of the selected runs may not run, {consequence}:\n  " + "\n  ".join(problems)
+            + "\n(--runs selects only the others)"
+        )
+
+
 # ----------------------------------------------------------------------------- status/run_NNN.json
 
 
@@ -238,18 +257,8 @@ def write_status(exp_dir: str | Path, record: dict[str, Any]) -> Path:
         raise ValueError(f"state must be one of {STATES}, got {record.get('state')!r}")
     path = status_path(exp_dir, record["run_id"])
     path.parent.mkdir(parents=True, exist_ok=True)
-    # The temporary file sits in the same directory so that os.replace is an atomic rename.
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(record, f, indent=1)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # 0o600: the mode status records have always had (that of a fresh temporary file).
+    atomic_write_text(path, json.dumps(record, indent=1) + "\n", mode=0o600)
     return path
 
 

@@ -1,0 +1,336 @@
+"""Write ``submit.sbatch``, the SLURM job-array script of an experiment directory, and read its header.
+
+``generate`` writes the script with ``write_submit_script``; ``slurm.submit``
+submits it. The script runs one array task per run: task ``T`` of an array
+submitted with offset ``O`` (the script's argument) runs the run whose index is
+``T + O``, so ``plan_arrays`` (which splits sweeps larger than MaxArraySize) lives
+here too. Every ``slurm:`` setting is checked before it reaches a ``#SBATCH``
+line (``SlurmSettingsError``), and the script is checked with ``bash -n``.
+
+    >>> from torchtune_config_writer.schema import SlurmSettings
+    >>> path = write_submit_script(exp_dir, mapping, SlurmSettings(max_concurrent=2))   # doctest: +SKIP
+    >>> read_header(path)                                                              # doctest: +SKIP
+    {'arrays': 1, 'max_array_size': 1001, 'max_concurrent': 2, 'runs': 4}
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from . import __version__
+from .atomic import atomic_write_text
+from .errors import ConfigWriterError, ExperimentSchemaError
+from .schema import SlurmSettings
+
+SCRIPT_FILE = "submit.sbatch"
+HEADER_PREFIX = "# torchtune_config_writer: "
+
+
+# SlurmError is raised here (an experiment without runs) and in slurm.py, which imports this module.
+class SlurmError(ConfigWriterError):
+    """SLURM is missing, refused a job, or an experiment cannot be submitted as asked."""
+
+
+class SlurmSettingsError(ExperimentSchemaError):
+    """A ``slurm:`` setting cannot go into the submit script (e.g. a newline in a #SBATCH value)."""
+
+
+# ----------------------------------------------------------------------------- #SBATCH values
+
+# Characters that sbatch's #SBATCH parser takes literally outside quotes.
+_SBATCH_SAFE = re.compile(r"[A-Za-z0-9_.,:=+@%/^~-]*")
+
+# Options submit.sbatch sets itself, or that have their own key in the slurm: section.
+_MANAGED_OPTIONS = {
+    "--array": "it is built from the runs and slurm.max_concurrent", "-a": "--array is built from the runs",
+    "--output": "logs go to logs/%A_%a.out (Appendix B)", "-o": "logs go to logs/%A_%a.out (Appendix B)",
+    "--chdir": "tasks run in the experiment directory", "-D": "tasks run in the experiment directory",
+    "--job-name": "use slurm.job_name", "-J": "use slurm.job_name",
+    "--partition": "use slurm.partition", "-p": "use slurm.partition",
+    "--account": "use slurm.account", "-A": "use slurm.account",
+    "--qos": "use slurm.qos", "-q": "use slurm.qos",
+    "--time": "use slurm.time", "-t": "use slurm.time",
+    "--nodes": "use slurm.nodes", "-N": "use slurm.nodes",
+    "--cpus-per-task": "use slurm.cpus_per_task", "-c": "use slurm.cpus_per_task",
+    "--mem": "use slurm.mem", "--constraint": "use slurm.constraint", "-C": "use slurm.constraint",
+    "--wait": "submit polls; --wait would block it", "-W": "submit polls; --wait would block it",
+    "--parsable": "submit passes it itself",
+}
+
+
+def sbatch_value(value: object, key: str) -> str:
+    """``value`` written for a ``#SBATCH --opt=VALUE`` line, or ``SlurmSettingsError``.
+
+    A ``#SBATCH`` line is read by sbatch, not by a shell, so shell quoting does
+    not apply. sbatch splits on unquoted whitespace (even after a backslash),
+    ends the line at an unescaped ``#`` and takes ``\\x`` as a literal ``x``; so a
+    value with anything but plain characters goes inside double quotes with
+    ``\\``, ``"``, ``'`` and ``#`` backslash-escaped. That reads back the same
+    in old (quotes: ``"`` only) and new sbatch parsers. Newlines and other
+    control characters cannot be carried at all and are refused.
+
+    >>> print(sbatch_value("my job #1", "job_name"))
+    "my job \\#1"
+    """
+    text = str(value)
+    if not text:
+        raise SlurmSettingsError(f"{key} is empty; remove it or give a value")
+    bad = sorted({c for c in text if not c.isprintable()})
+    if bad:
+        raise SlurmSettingsError(
+            f"{key} = {text!r} contains {', '.join(repr(c) for c in bad)}: a #SBATCH line cannot hold "
+            "newlines, tabs or other control characters; remove them"
+        )
+    if _SBATCH_SAFE.fullmatch(text):
+        return text
+    return '"' + "".join("\\" + c if c in '\\"\'#' else c for c in text) + '"'
+
+
+def sbatch_split(line: str) -> list[str]:
+    """The arguments sbatch reads from the text after ``#SBATCH`` (mirrors its parser).
+
+    Used to check ``extra_sbatch`` lines before sbatch sees them.
+
+    >>> sbatch_split('--comment="two words" --exclusive # a comment')
+    ['--comment=two words', '--exclusive']
+    """
+    args, cur, quote, escaped, have = [], [], "", False, False
+    for c in line:
+        if c.isspace() and not quote:
+            # sbatch checks for whitespace before escapes: an escaped blank still ends the word.
+            if have or cur:
+                args.append("".join(cur))
+            cur, have, escaped = [], False, False
+        elif escaped:
+            cur.append(c)
+            escaped, have = False, True
+        elif c == "\\":
+            escaped = True
+        elif quote:
+            if c == quote:
+                quote = ""
+            else:
+                cur.append(c)
+        elif c in "\"'":
+            quote, have = c, True
+        elif c == "#":
+            break
+        else:
+            cur.append(c)
+            have = True
+    if quote:
+        raise SlurmSettingsError(f"unmatched {quote} in #SBATCH {line}")
+    if have or cur:
+        args.append("".join(cur))
+    return args
+
+
+def sbatch_extra_line(line: str) -> str:
+    """Check one ``slurm.extra_sbatch`` entry (``--exclusive``, ``#SBATCH --mail-type=END``); return its text.
+
+    >>> sbatch_extra_line("#SBATCH --exclusive")
+    '--exclusive'
+    """
+    text = str(line).strip()
+    if text.startswith("#SBATCH"):
+        text = text[len("#SBATCH"):].strip()
+    where = f"slurm.extra_sbatch entry {line!r}"
+    if any(not c.isprintable() for c in text):
+        raise SlurmSettingsError(f"{where} contains a newline or control character; give one option per entry")
+    args = sbatch_split(text)
+    if not args or not args[0].startswith("-"):
+        raise SlurmSettingsError(f"{where} is not an sbatch option; write e.g. --exclusive or --mail-type=END")
+    for arg in args:
+        opt = arg.split("=", 1)[0] if arg.startswith("--") else arg[:2]
+        if opt in _MANAGED_OPTIONS:
+            raise SlurmSettingsError(f"{where} sets {opt}, which submit.sbatch manages: {_MANAGED_OPTIONS[opt]}")
+    return text
+
+
+def _comment(text: object) -> str:
+    """``text`` made safe for a ``#`` comment line (no line breaks, no control characters)."""
+    return "".join(c if c.isprintable() else "?" for c in str(text))
+
+
+# ----------------------------------------------------------------------------- arrays: which task runs which run
+
+
+@dataclass(frozen=True)
+class ArrayChunk:
+    """One job array: task ``t`` runs the run with index ``t + offset``."""
+
+    offset: int
+    task_ids: tuple[int, ...]
+
+    @property
+    def indices(self) -> tuple[int, ...]:
+        return tuple(t + self.offset for t in self.task_ids)
+
+    def spec(self, max_concurrent: int | None = None) -> str:
+        """The ``--array`` value: ``0-3%2``, ``3,7%2``."""
+        return compress_ranges(self.task_ids) + (f"%{max_concurrent}" if max_concurrent else "")
+
+
+def compress_ranges(ids: Iterable[int]) -> str:
+    """``[0, 1, 2, 5, 7, 8]`` -> ``"0-2,5,7-8"``."""
+    out, ids = [], sorted(set(ids))
+    i = 0
+    while i < len(ids):
+        j = i
+        while j + 1 < len(ids) and ids[j + 1] == ids[j] + 1:
+            j += 1
+        out.append(str(ids[i]) if i == j else f"{ids[i]}-{ids[j]}")
+        i = j + 1
+    return ",".join(out)
+
+
+def plan_arrays(indices: Iterable[int], max_array_size: int) -> list[ArrayChunk]:
+    """Split run indices into arrays whose task ids stay below ``max_array_size`` (SLURM's MaxArraySize).
+
+    >>> [(c.offset, c.spec()) for c in plan_arrays(range(7), 3)]
+    [(0, '0-2'), (3, '0-2'), (6, '0')]
+    """
+    if max_array_size < 1:
+        raise ValueError("max_array_size must be at least 1")
+    groups: dict[int, list[int]] = {}
+    for i in sorted(set(int(i) for i in indices)):
+        groups.setdefault(i // max_array_size, []).append(i)
+    return [ArrayChunk(k * max_array_size, tuple(i - k * max_array_size for i in ids)) for k, ids in groups.items()]
+
+
+# ----------------------------------------------------------------------------- the script
+
+
+def default_setup() -> list[str]:
+    """Shell lines that activate the Python environment running now (the one ``generate`` ran in).
+
+    >>> default_setup()                                   # doctest: +SKIP
+    ["source /work/main/.venv/bin/activate"]
+    """
+    prefix = Path(sys.prefix)
+    activate = prefix / "bin" / "activate"
+    if sys.prefix != sys.base_prefix and activate.is_file():  # a venv
+        return [f"source {shlex.quote(str(activate))}"]
+    return [f'export PATH={shlex.quote(str(prefix / "bin"))}:"$PATH"']
+
+
+def _sbatch_lines(settings: SlurmSettings) -> list[str]:
+    lines = []
+    for key, opt in (("partition", "--partition"), ("account", "--account"), ("qos", "--qos"),
+                     ("time", "--time"), ("cpus_per_task", "--cpus-per-task"), ("mem", "--mem"),
+                     ("constraint", "--constraint")):
+        value = getattr(settings, key)
+        if value is not None:
+            lines.append(f"{opt}={sbatch_value(value, f'slurm.{key}')}")
+    if settings.gpus_per_run > 0:
+        lines.append(f"--gres=gpu:{settings.gpus_per_run}")
+    lines += [sbatch_extra_line(x) for x in settings.extra_sbatch]
+    return lines
+
+
+def _check_bash(text: str, what: str) -> None:
+    """``bash -n`` on ``text``: a setup line with an open quote would otherwise swallow the script."""
+    bash = shutil.which("bash")
+    if not bash:
+        return
+    proc = subprocess.run([bash, "-n"], input=text, capture_output=True, text=True, timeout=30)
+    if proc.returncode != 0:
+        raise SlurmSettingsError(f"{what} is not valid bash: {proc.stderr.strip()}")
+
+
+def render_submit_script(exp_dir: str | Path, mapping: dict[str, Any], settings: SlurmSettings | None = None) -> str:
+    """The text of ``submit.sbatch`` for an experiment directory (nothing is written).
+
+    Raises ``SlurmSettingsError`` for a setting that cannot go into the script.
+
+    >>> text = render_submit_script("/exp", {"experiment_name": "demo", "runs": [{"index": 0}]})
+    >>> "#SBATCH --array=0\\n" in text
+    True
+    """
+    import jinja2  # only `generate` renders; keep importing this module (and slurm.py) light
+
+    settings = settings or SlurmSettings()
+    exp = Path(exp_dir)  # only its name (a fallback job name): the script itself names no path
+    indices = sorted(int(r["index"]) for r in mapping.get("runs") or [])
+    if not indices:
+        raise SlurmError("the experiment has no runs, so there is nothing to put in a job array")
+    chunks = plan_arrays(indices, settings.max_array_size)
+    if settings.setup is None:
+        setup, setup_origin, python = default_setup(), "default: the environment generate ran in", sys.executable
+    else:
+        setup, setup_origin, python = [str(s) for s in settings.setup], "slurm.setup", "python3"
+        if any("\0" in s for s in setup):
+            raise SlurmSettingsError("slurm.setup contains a NUL character")
+        _check_bash("\n".join(setup) + "\n", "slurm.setup")
+    k = settings.max_concurrent
+    header = {"max_concurrent": k, "max_array_size": settings.max_array_size, "runs": len(indices),
+              "arrays": len(chunks)}
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(Path(__file__).parent / "templates")),
+        undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False,
+    )
+    text = env.get_template("submit.sbatch.j2").render(
+        experiment_comment=_comment(mapping.get("experiment_name", exp.name)),
+        num_runs=len(indices),
+        tool_version=__version__,
+        job_name=sbatch_value(settings.job_name or mapping.get("experiment_name") or exp.name, "slurm.job_name"),
+        array=chunks[0].spec(k),
+        nodes=settings.nodes,
+        sbatch_lines=_sbatch_lines(settings),
+        header_json=json.dumps(header, sort_keys=True),
+        setup=setup,
+        setup_origin=setup_origin,
+        stagger_ms=int(round(settings.stagger_seconds * 1000)),
+        stagger_slot=f"SLURM_ARRAY_TASK_ID % {k}" if k else "SLURM_ARRAY_TASK_ID",
+        python=shlex.quote(python),
+    )
+    _check_bash(text, "the generated submit.sbatch")
+    return text
+
+
+def write_submit_script(exp_dir: Path, mapping: dict[str, Any], settings: SlurmSettings | None = None) -> Path:
+    """Render and (atomically) write ``EXP_DIR/submit.sbatch``; returns its path.
+
+    Called by ``generate`` with the run table it is writing (``mapping``, the
+    data of run_mapping.yaml) and the experiment's ``slurm:`` section. The
+    script names no path (tasks start in the experiment directory, which
+    ``submit`` passes as ``--chdir``), so it may be written into a temporary
+    directory that is renamed into place afterwards.
+
+    >>> write_submit_script(Path("outputs/demo"), mapping, SlurmSettings(gpus_per_run=0))   # doctest: +SKIP
+    PosixPath('outputs/demo/submit.sbatch')
+    """
+    path = Path(exp_dir) / SCRIPT_FILE
+    atomic_write_text(path, render_submit_script(exp_dir, mapping, settings), mode=0o755)
+    return path
+
+
+# ----------------------------------------------------------------------------- the header
+
+
+def read_header(script: Path) -> dict[str, Any]:
+    """The settings line ``write_submit_script`` put in the script (``max_concurrent`` etc.; {} if absent)."""
+    return read_header_text(script.read_text(errors="replace"))
+
+
+def read_header_text(text: str) -> dict[str, Any]:
+    """``read_header`` of a script's text.
+
+    >>> read_header_text('#!/bin/bash\\n# torchtune_config_writer: {"max_concurrent": 2}\\n')
+    {'max_concurrent': 2}
+    """
+    for line in text.splitlines():
+        if line.startswith(HEADER_PREFIX):
+            with contextlib.suppress(ValueError):
+                return json.loads(line[len(HEADER_PREFIX):])
+    return {}
+
