@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import xml.etree.ElementTree as ET
 import time
 from datetime import datetime, timezone
 
@@ -11,7 +12,8 @@ import pytest
 from click.testing import CliRunner
 
 from torchtune_config_writer.cli import main
-from torchtune_config_writer.results import collect, collect_rows, parse_disk_log, summarize
+from torchtune_config_writer.plots import loss_plot_svg
+from torchtune_config_writer.results import by_variable, collect, collect_rows, parse_disk_log, summarize
 from torchtune_config_writer.status import write_status
 
 
@@ -42,6 +44,14 @@ def test_collect_reads_steps_and_losses_of_real_runs(trained_experiment):
     assert failed["steps"] == failed["final_loss"] == failed["mean_tokens_per_s"] == ""
     md = (exp / "results.md").read_text()
     assert "| run_000 |" in md and "3 runs: 2 completed, 1 failed" in md
+    # the comparison by variable: each lr value was used by one completed run
+    assert "### optimizer.lr" in md
+    assert f"| 0.001 | 1 | 1 | {float(rows['run_000']['final_loss']):.4f} |" in md
+    # the loss plot: one line per run that logged, and the failed run has none
+    svg = ET.fromstring((exp / "loss_curves.svg").read_text())
+    lines = svg.findall("{http://www.w3.org/2000/svg}polyline")
+    assert len(lines) == 2
+    assert len(lines[0].get("points").split()) == int(rows["run_000"]["steps"])
 
 
 @pytest.mark.slow
@@ -107,3 +117,25 @@ def test_disk_logger_lines_are_parsed_as_written_by_torchtune(tmp_path):
     steps = parse_disk_log(logger.path_to_log_file().read_text())
     assert steps[2] == {"loss": 6.01, "lr": 0.0002, "tokens_per_second_per_gpu": 27000.4, "val_loss": 6.5}
     assert summarize(steps) == {"steps": 2, "final_loss": 6.01, "min_loss": 6.01, "mean_tokens_per_s": 27188.0}
+
+
+def test_by_variable_averages_completed_runs_only():
+    rows = [
+        {"run_id": "run_000", "lr": 0.1, "status": "completed", "final_loss": 2.0},
+        {"run_id": "run_001", "lr": 0.1, "status": "completed", "final_loss": 4.0},
+        {"run_id": "run_002", "lr": 0.2, "status": "failed", "final_loss": None},
+        {"run_id": "run_003", "lr": 0.2, "status": "completed", "final_loss": 1.5},
+    ]
+    md = by_variable(["lr"], rows)
+    assert "| 0.1 | 2 | 2 | 3.0000 | 2.0000 |" in md
+    assert "| 0.2 | 2 | 1 | 1.5000 | 1.5000 |" in md
+
+
+def test_loss_plot_is_valid_svg_with_escaped_labels_and_a_bounded_legend():
+    curves = {f"run_{i:03d} name=<&{i}>": [(1, 5.0 - i / 100), (2, 4.0)] for i in range(25)}
+    root = ET.fromstring(loss_plot_svg(curves, "Loss & more"))
+    ns = "{http://www.w3.org/2000/svg}"
+    assert len(root.findall(f"{ns}polyline")) == 25
+    texts = [t.text for t in root.findall(f"{ns}text")]
+    assert "run_000 name=<&0>" in texts and "... 5 more runs" in texts
+    assert "run_024 name=<&24>" not in texts

@@ -185,6 +185,10 @@ def _train_tokenizer(path: Path) -> int:
 def _write_model(path: Path, vocab_size: int) -> None:
     """Save a random-init llama2 state dict (fixed seed) in torchtune's own format."""
     import torch
+
+    from .lazy import import_torchtune
+
+    import_torchtune()
     from torchtune.models.llama2 import llama2
 
     torch.manual_seed(SEED)

@@ -18,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from .plots import loss_plot_svg
 from .status import load_mapping, read_all
 
 METRIC_COLUMNS = ["status", "exit_code", "steps", "final_loss", "min_loss", "mean_tokens_per_s", "wall_time_s"]
@@ -100,6 +101,15 @@ def _log_location(config_path: Path, output_dir: Path) -> tuple[Path | None, str
         return default
 
 
+def run_steps(exp: Path, run: dict[str, Any], record: dict[str, Any]) -> dict[int, dict[str, float]]:
+    """The metrics a run logged, per step ({} when it logged nothing yet)."""
+    log = metric_log_file(exp / run["config"], Path(run["output_dir"]), record.get("started"))
+    try:
+        return parse_disk_log(log.read_text(errors="replace")) if log else {}
+    except OSError:
+        return {}
+
+
 def _wall_time(record: dict[str, Any]) -> float | None:
     try:
         return (datetime.fromisoformat(record["ended"]) - datetime.fromisoformat(record["started"])).total_seconds()
@@ -119,11 +129,7 @@ def collect_rows(exp_dir: str | Path) -> tuple[list[str], list[dict[str, Any]]]:
         params = run.get("parameters") or {}
         row: dict[str, Any] = {"run_id": run["run_id"], **{v: params.get(v) for v in variables}}
         row.update(status=rec["state"], exit_code=rec.get("exit_code"))
-        log = metric_log_file(exp / run["config"], Path(run["output_dir"]), rec.get("started"))
-        try:
-            row.update(summarize(parse_disk_log(log.read_text(errors="replace"))) if log else summarize({}))
-        except OSError:
-            row.update(summarize({}))
+        row.update(summarize(run_steps(exp, run, rec)))
         row["wall_time_s"] = _wall_time(rec)
         rows.append(row)
     return ["run_id", *variables, *METRIC_COLUMNS], rows
@@ -139,7 +145,8 @@ def _cell(value: Any, digits: int | None = None) -> str:
     return str(value)
 
 
-_MD_DIGITS = {"final_loss": 4, "min_loss": 4, "mean_tokens_per_s": 1, "wall_time_s": 1}
+_MD_DIGITS = {"final_loss": 4, "min_loss": 4, "mean_tokens_per_s": 1, "wall_time_s": 1,
+              "mean_final_loss": 4, "best_final_loss": 4}
 
 
 def markdown_table(columns: list[str], rows: list[dict[str, Any]]) -> str:
@@ -150,6 +157,32 @@ def markdown_table(columns: list[str], rows: list[dict[str, Any]]) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
     lines += ["| " + " | ".join(cell(c, r.get(c)) for c in columns) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def by_variable(variables: list[str], rows: list[dict[str, Any]]) -> str:
+    """One markdown table per variable: for each of its values, how the runs with it did.
+
+    The question a sweep asks is "what did this variable do?", so each value gets the mean and
+    the best final loss over the completed runs that used it (the other variables averaged out).
+    """
+    sections = []
+    for var in variables:
+        values: dict[str, list[dict[str, Any]]] = {}
+        for r in rows:
+            values.setdefault(_cell(r.get(var)), []).append(r)
+        table_rows = []
+        for value, group in values.items():
+            losses = [r["final_loss"] for r in group if r.get("status") == "completed" and r.get("final_loss") is not None]
+            table_rows.append({
+                var: value,
+                "runs": len(group),
+                "completed": sum(r.get("status") == "completed" for r in group),
+                "mean_final_loss": sum(losses) / len(losses) if losses else None,
+                "best_final_loss": min(losses) if losses else None,
+            })
+        columns = [var, "runs", "completed", "mean_final_loss", "best_final_loss"]
+        sections.append(f"### {var}\n\n{markdown_table(columns, table_rows)}")
+    return "\n\n".join(sections)
 
 
 def collect(exp_dir: str | Path) -> Path:
@@ -165,7 +198,9 @@ def collect(exp_dir: str | Path) -> Path:
         writer = csv.writer(f)
         writer.writerow(columns)
         writer.writerows([[_cell(r.get(c)) for c in columns] for r in rows])
-    name = load_mapping(exp).get("experiment_name", exp.name)
+    mapping = load_mapping(exp)
+    name = mapping.get("experiment_name", exp.name)
+    variables = [str(v) for v in mapping.get("variables") or []]
     counts: dict[str, int] = {}
     for r in rows:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
@@ -174,5 +209,16 @@ def collect(exp_dir: str | Path) -> Path:
         f"{len(rows)} runs: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + ". "
         "Losses and tokens/s from each run's DiskLogger log; wall time from status/.\n"
     )
+    if variables:
+        md += f"\n## By variable\n\n{by_variable(variables, rows)}\n"
+    statuses = read_all(exp, mapping)
+    curves = {}
+    for run in mapping["runs"]:
+        steps = run_steps(exp, run, statuses[run["run_id"]])
+        label = " ".join([run["run_id"], *(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in (run.get("parameters") or {}).items())])
+        curves[label] = [(step, m["loss"]) for step, m in sorted(steps.items()) if "loss" in m]
+    if any(curves.values()):
+        (exp / "loss_curves.svg").write_text(loss_plot_svg(curves, f"Training loss: {name}"))
+        md += "\n![training loss per run](loss_curves.svg)\n"
     (exp / "results.md").write_text(md)
     return csv_path
