@@ -257,8 +257,7 @@ def write_status(exp_dir: str | Path, record: dict[str, Any]) -> Path:
         raise ValueError(f"state must be one of {STATES}, got {record.get('state')!r}")
     path = status_path(exp_dir, record["run_id"])
     path.parent.mkdir(parents=True, exist_ok=True)
-    # 0o600: the mode status records have always had (that of a fresh temporary file).
-    atomic_write_text(path, json.dumps(record, indent=1) + "\n", mode=0o600)
+    atomic_write_text(path, json.dumps(record, indent=1) + "\n")  # readable by colleagues on a shared cluster
     return path
 
 
