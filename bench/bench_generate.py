@@ -9,7 +9,9 @@ What is measured, all as wall-clock time of a fresh process (what a user waits f
 
 * ours: `torchtune-config-writer generate EXPERIMENT -o DIR` for a 64-run and a
   1,000-run sweep of llama3_2/1B_lora_single_device (LoRA rank x learning rate x
-  alpha x dropout), validation included; the median of --repeat runs.
+  alpha x dropout), validation included; the median of --repeat runs. "cold" empties
+  the component cache (sigcache.py) before each run, so torchtune is imported;
+  "warm" keeps what an earlier run stored, as a researcher's second run would.
 * per-config process: the original specification's workflow, `tune validate CONFIG`
   once per generated config. Timed on --tune-samples configs, the mean scaled
   to 64 and 1,000 configs (running 1,000 of them would take hours).
@@ -119,6 +121,8 @@ def run(work: Path, args):
         "experiment_name: bench\nbase_config: llama3_2/1B_lora_single_device\ncontrol:\n  epochs: 2\n"
     )
     counter = iter(range(10_000))
+    cache = work / "component_cache"
+    os.environ["TORCHTUNE_CONFIG_WRITER_CACHE"] = str(cache)  # inherited by every command below
 
     def generate(runs: int | str, *extra: str) -> float:
         out = work / f"out_{next(counter)}"
@@ -129,10 +133,17 @@ def run(work: Path, args):
     # warm the file cache (and Python's bytecode cache) once, so the first sample is not an outlier
     generate(64)
 
-    ours = {}
+    def generate_cold(runs: int) -> float:
+        shutil.rmtree(cache, ignore_errors=True)
+        return generate(runs)
+
+    cold, warm = {}, {}
     for runs in SWEEPS:
-        ours[runs] = median_of(args.repeat, lambda runs=runs: generate(runs))
-        print(f"generate {runs:>5} runs: {ours[runs][0]:.2f} s  (samples {', '.join(f'{s:.2f}' for s in ours[runs][1])})")
+        cold[runs] = median_of(args.repeat, lambda runs=runs: generate_cold(runs))
+        generate(runs)  # fills the cache
+        warm[runs] = median_of(args.repeat, lambda runs=runs: generate(runs))
+        for label, got in (("cold", cold), ("warm", warm)):
+            print(f"generate {runs:>5} runs, {label}: {got[runs][0]:.2f} s  (samples {', '.join(f'{s:.2f}' for s in got[runs][1])})")
 
     # the specification's workflow: `tune validate` once per generated config
     keep = work / "configs_64"
@@ -142,7 +153,7 @@ def run(work: Path, args):
     per_config = statistics.mean(tune_samples)
     print(f"tune validate, one config: {per_config:.2f} s  (samples {', '.join(f'{s:.2f}' for s in tune_samples)})")
 
-    rows = [(runs, ours[runs][0], per_config * runs) for runs in SWEEPS]
+    rows = [(runs, cold[runs][0], warm[runs][0], per_config * runs) for runs in SWEEPS]
 
     fast = {
         "`ls` (registry read, no torchtune import)": median_of(args.repeat, lambda: timed(cli() + ["ls"], work))[0],
@@ -173,20 +184,22 @@ def render(rows, fast, tune_samples, args, load) -> str:
         "",
         "Base config llama3_2/1B_lora_single_device; variables LoRA rank x learning rate x alpha x dropout.",
         "\"ours\" is the whole `torchtune-config-writer generate` command (parse, merge, render, validate every",
-        f"config, write the directory), median of {args.repeat}. \"per-config process\" is `tune validate` run once per",
+        f"config, write the directory), median of {args.repeat}: \"cold\" with an empty component cache (torchtune is",
+        "imported), \"warm\" with the cache an earlier run left (torchtune is not imported at all).",
+        "\"per-config process\" is `tune validate` run once per",
         f"config, as the original specification proposed: the mean of {len(tune_samples)} measured configs"
         f" ({', '.join(f'{s:.2f}' for s in tune_samples)} s) times the number of runs.",
         "",
-        "| runs | ours (s) | per-config process (s) | speedup |",
-        "|---:|---:|---:|---:|",
+        "| runs | ours, cold (s) | ours, warm (s) | per-config process (s) | speedup cold | speedup warm |",
+        "|---:|---:|---:|---:|---:|---:|",
     ]
-    for runs, ours, theirs in rows:
-        lines.append(f"| {runs:,} | {ours:.2f} | {theirs:,.0f} | {theirs / ours:,.0f}x |")
-    speed64 = next(theirs / ours for runs, ours, theirs in rows if runs == 64)
-    secs1000 = next(ours for runs, ours, _ in rows if runs == 1000)
+    for runs, ours, ours_warm, theirs in rows:
+        lines.append(f"| {runs:,} | {ours:.2f} | {ours_warm:.2f} | {theirs:,.0f} | {theirs / ours:,.0f}x | {theirs / ours_warm:,.0f}x |")
+    speed64 = next(theirs / ours for runs, ours, _, theirs in rows if runs == 64)
+    secs1000 = next(ours for runs, ours, _, _ in rows if runs == 1000)
     lines += [
         "",
-        f"Goals: at least {GOAL_SPEEDUP_64:.0f}x faster at 64 runs: {'met' if speed64 >= GOAL_SPEEDUP_64 else 'MISSED'}"
+        f"Goals, judged on the cold figures: at least {GOAL_SPEEDUP_64:.0f}x faster at 64 runs: {'met' if speed64 >= GOAL_SPEEDUP_64 else 'MISSED'}"
         f" ({speed64:,.0f}x); 1,000 runs under {GOAL_SECONDS_1000:.0f} s:"
         f" {'met' if secs1000 < GOAL_SECONDS_1000 else 'MISSED'} ({secs1000:.2f} s).",
         "",

@@ -138,3 +138,16 @@ def trained_experiment(tmp_path_factory: pytest.TempPathFactory, tiny_assets):
     write_experiment_dir(exp, tiny_assets.base_config, runs, name="trained")
     summary = run_experiment(exp, parallel=2, echo=lambda line: None)
     return exp, summary
+
+
+@pytest.fixture(scope="session", autouse=True)
+def component_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh component cache (sigcache.py) for the session, inherited by subprocesses; never ~/.cache."""
+    path = tmp_path_factory.mktemp("component_cache")
+    saved = os.environ.get("TORCHTUNE_CONFIG_WRITER_CACHE")
+    os.environ["TORCHTUNE_CONFIG_WRITER_CACHE"] = str(path)
+    yield path
+    if saved is None:
+        os.environ.pop("TORCHTUNE_CONFIG_WRITER_CACHE", None)
+    else:
+        os.environ["TORCHTUNE_CONFIG_WRITER_CACHE"] = saved

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Callable, Iterator, Literal
 
+from . import sigcache
 from .errors import AmbiguousKeyError, ConflictingKeyError, ExperimentSchemaError, UnknownKeyError, close_matches
 
 #: Names researchers use for settings that live elsewhere in torchtune configs.
@@ -239,10 +240,22 @@ def _component_accepts(tree: dict, path: tuple[str, ...]) -> bool:
 def accepted_args(component: str) -> frozenset[str] | None:
     """Argument names a component accepts, or None when it takes any (``**kwargs``).
 
-    Imports the component (and so torch) only when asked. torchtune's dataset
-    builders pass ``**kwargs`` on to ``datasets.load_dataset``, so for them the
-    answer is their own arguments plus load_dataset's: a typo there is caught.
+    Imports the component (and so torch) only when asked, and only once per
+    installed torchtune (sigcache.py). torchtune's dataset builders pass
+    ``**kwargs`` on to ``datasets.load_dataset``, so for them the answer is their
+    own arguments plus load_dataset's: a typo there is caught.
     """
+    if sigcache.cacheable(component):
+        names = sigcache.cached("accepted_args", (component,), lambda: _sorted_or_none(_accepted_args(component)))
+        return None if names is None else frozenset(names)
+    return _accepted_args(component)
+
+
+def _sorted_or_none(names: frozenset[str] | None) -> list[str] | None:
+    return None if names is None else sorted(names)
+
+
+def _accepted_args(component: str) -> frozenset[str] | None:
     params = _parameters(component)
     if params is None:
         return None

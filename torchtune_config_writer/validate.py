@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Iterator, Sequence
 
+from . import sigcache
 from .errors import close_matches
 from .keys import accepted_args
 
@@ -69,7 +70,15 @@ def _component_nodes(node: Any, prefix: str = "") -> Iterator[tuple[str, dict]]:
 
 @lru_cache(maxsize=None)
 def _check_component(component: Any, arg_names: tuple[str, ...], top: bool) -> tuple[str, ...]:
-    """Problems of one component node, by torchtune's own rules (cached: 1,000 runs share a handful)."""
+    """Problems of one component node (cached: 1,000 runs share a handful of nodes, and runs share installs)."""
+    if isinstance(component, str) and sigcache.cacheable(component):
+        key = (component, list(arg_names), top)
+        return tuple(sigcache.cached("component", key, lambda: list(_check_component_now(component, arg_names, top))))
+    return _check_component_now(component, arg_names, top)
+
+
+def _check_component_now(component: Any, arg_names: tuple[str, ...], top: bool) -> tuple[str, ...]:
+    """Problems of one component node, by torchtune's own rules (imports torchtune)."""
     import inspect
 
     from omegaconf import OmegaConf
@@ -230,6 +239,10 @@ def _positive_int(v: Any) -> bool:
 
 @lru_cache(maxsize=1)
 def _model_types() -> tuple[str, ...]:
+    return tuple(sigcache.cached("model_types", (), lambda: list(_model_types_now())))
+
+
+def _model_types_now() -> tuple[str, ...]:
     from .lazy import import_torchtune
 
     import_torchtune()
