@@ -105,16 +105,18 @@ def generate_configs(
         _check_run_dirs(result)
     if validate:
         result.problems = validate_configs([(r.run_id, r.config) for r in result.runs])
-        failed = {p.run_id for p in result.problems}
+        by_run: dict[str, list[str]] = {}
+        for p in result.problems:
+            by_run.setdefault(p.run_id, []).append(f"{p.key}: {p.message}")
         for run in result.runs:
-            run.problems = [f"{p.key}: {p.message}" for p in result.problems if p.run_id == run.run_id]
-            run.validation = "failed" if run.run_id in failed else "passed"
+            run.problems = by_run.get(run.run_id, [])
+            run.validation = "failed" if run.problems else "passed"
         result.validated = True
     if write:
         write_experiment_dir(result, force)
     if strict and result.problems:
         err = TorchtuneValidationError(
-            f"{len({p.run_id for p in result.problems})} of {len(result.runs)} configs failed validation:\n"
+            f"{sum(r.validation == 'failed' for r in result.runs)} of {len(result.runs)} configs failed validation:\n"
             + "\n".join(f"  {p}" for p in result.problems)
             + (f"\n  Report: {experiment_dir / 'validation_report.txt'}" if write else ""),
             result.problems,
