@@ -168,6 +168,16 @@ def test_failed_or_skipped_validation_is_refused(make_experiment_dir):
     assert not (exp / "status").exists() and not (exp / "logs").exists()
 
 
+def test_a_completed_run_is_never_trained_again_without_force(make_experiment_dir):
+    exp = make_experiment_dir([{"optimizer.lr": 1e-3}])
+    done = {"run_id": "run_000", "state": "completed", "exit_code": 0, "ended": "2026-01-01T00:00:00+00:00"}
+    write_status(exp, done)
+    with pytest.raises(RunNotRunnableError, match="run_000 already completed .*--force"):
+        run_one(exp, 0)
+    assert read_status(exp, "run_000")["ended"] == done["ended"]  # the record is untouched
+    assert not (exp / "logs").exists()  # nothing started
+
+
 def test_missing_config_is_refused(make_experiment_dir):
     exp = make_experiment_dir([{"optimizer.lr": 1e-3}])
     (exp / "configs" / "run_000.yaml").unlink()

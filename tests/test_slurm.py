@@ -246,6 +246,19 @@ def test_submit_refuses_unvalidated_or_edited_configs(handmade) -> None:
     assert "Traceback" not in result.output
 
 
+def test_completed_runs_are_submitted_only_with_force(handmade) -> None:
+    exp = handmade(3)
+    write_status(exp, {"run_id": "run_001", "state": "completed", "exit_code": 0})
+    lines: list[str] = []
+    arrays = slurm.submit(exp, dry_run=True, echo=lines.append)
+    assert [a.chunk.indices for a in arrays] == [(0, 2)]
+    assert "skip 1 completed run(s) (run_001); --force submits them again" in lines
+    assert not any("--export" in part for a in arrays for part in a.command)
+    forced = slurm.submit(exp, dry_run=True, force=True, echo=lambda s: None)
+    assert [a.chunk.indices for a in forced] == [(0, 1, 2)]
+    assert "--export=ALL,TORCHTUNE_CONFIG_WRITER_FORCE=1" in forced[0].command
+
+
 def test_submit_refuses_a_directory_slurm_cannot_log_under(handmade, tmp_path: Path) -> None:
     exp = handmade(1)
     odd = exp.rename(tmp_path / "100%_done")
@@ -305,8 +318,8 @@ def test_slurm_states_override_records_only_when_they_know_more(handmade) -> Non
     assert states["run_005"].state == "PENDING"              # an older failure, now queued again
     assert (states["run_006"].state, states["run_006"].exit_code) == ("TIMEOUT", 143)  # why it was cancelled
     assert (states["run_007"].state, states["run_007"].job) == ("NODE_FAIL", "60_7")
-    picked = slurm.select_for_submit(load_mapping(exp), list(states.values()), None, failed=True)
-    assert [r["run_id"] for r in picked] == ["run_002", "run_003", "run_006", "run_007"]
+    picked, completed = slurm.select_for_submit(load_mapping(exp), list(states.values()), None, failed=True)
+    assert [r["run_id"] for r in picked] == ["run_002", "run_003", "run_006", "run_007"] and completed == []
 
 
 def test_generate_writes_the_submit_script(tiny_assets, tmp_path: Path) -> None:

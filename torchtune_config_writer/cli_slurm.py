@@ -21,15 +21,16 @@ import click
 @click.option("--runs", "runs", metavar="SPEC", help="Submit only these runs: '0-3,7', 'run_002' or 'all'.")
 @click.option("--failed", is_flag=True, help="Submit only runs that failed or were cancelled (within --runs).")
 @click.option("--dry-run", is_flag=True, help="Print the sbatch commands; submit nothing.")
-def submit_cmd(experiment_dir: str, runs: str | None, failed: bool, dry_run: bool) -> None:
+@click.option("--force", is_flag=True, help="Also submit completed runs (training them again overwrites their outputs).")
+def submit_cmd(experiment_dir: str, runs: str | None, failed: bool, dry_run: bool, force: bool) -> None:
     """Submit the runs of EXPERIMENT_DIR as a SLURM job array (submit.sbatch).
 
-    Only validated, unchanged configs are submitted; job ids are appended to
-    slurm_jobs.yaml. `status` shows how the runs are doing.
+    Only validated, unchanged configs are submitted, and completed runs only with
+    --force; job ids are appended to slurm_jobs.yaml. `status` shows how the runs are doing.
     """
     from . import slurm
 
-    arrays = slurm.submit(experiment_dir, runs, failed=failed, dry_run=dry_run, echo=click.echo)
+    arrays = slurm.submit(experiment_dir, runs, failed=failed, dry_run=dry_run, force=force, echo=click.echo)
     if arrays and not dry_run:
         click.echo(f"follow them with: torchtune-config-writer status {experiment_dir}")
 
@@ -67,9 +68,12 @@ def status_cmd(experiment_dir: str, no_slurm: bool) -> None:
 @click.argument("index", type=int)
 def task_cmd(experiment_dir: str, index: int) -> None:
     """Run one run (by index) and exit with its exit code; what each SLURM array task executes."""
-    from .runner import run_one
+    import os
 
-    sys.exit(run_one(experiment_dir, index))
+    from .runner import run_one
+    from .status import FORCE_ENV
+
+    sys.exit(run_one(experiment_dir, index, force=os.environ.get(FORCE_ENV) == "1"))
 
 
 COMMANDS = (submit_cmd, status_cmd, task_cmd)

@@ -34,7 +34,8 @@ from typing import IO, Any, Callable, Iterable, Iterator
 from .errors import ConfigWriterError
 from .status import (
     CANCELLED, COMPLETED, FAILED, LOG_DIR, PENDING, RUNNING,
-    check_all_runnable, check_runnable, find_run, load_mapping, read_all, select_runs, write_status,
+    RunNotRunnableError, check_all_runnable, check_runnable, find_run, load_mapping, read_all, read_status,
+    select_runs, write_status,
 )
 
 #: Environment variable giving torchrun's --nproc_per_node for distributed recipes.
@@ -246,11 +247,12 @@ class _Signals:
 
 
 def run_one(exp_dir: str | Path, index: int | str, *, nproc_per_node: int | str | None = None,
-            capture_output: bool | None = None) -> int:
+            capture_output: bool | None = None, force: bool = False) -> int:
     """Run one run of an experiment directory and return its exit code.
 
-    Refuses (``RunNotRunnableError``) a run whose validation did not pass or
-    whose config was edited after validation. Output goes to ``logs/run_NNN.log``;
+    Refuses (``RunNotRunnableError``) a run whose validation did not pass, whose
+    config was edited after validation, or — unless ``force`` — that already
+    completed (training it again would overwrite its checkpoints and logs). Output goes to ``logs/run_NNN.log``;
     inside a SLURM job (``$SLURM_JOB_ID`` set) it goes to the task's own stdout
     (SLURM's ``logs/%A_%a.out``) unless ``capture_output=True``. On SIGINT,
     SIGTERM (``scancel``) or SIGHUP the child is stopped, the run recorded
@@ -263,6 +265,12 @@ def run_one(exp_dir: str | Path, index: int | str, *, nproc_per_node: int | str 
     mapping = load_mapping(exp)
     run = find_run(mapping, index)
     check_runnable(exp, run)
+    record = read_status(exp, run["run_id"])
+    if record["state"] == COMPLETED and not force:
+        raise RunNotRunnableError(
+            f"{run['run_id']} already completed (ended {record.get('ended')}); its checkpoints and logs are kept. "
+            "To train it again, use --force (run or submit)."
+        )
     capture = capture_output if capture_output is not None else "SLURM_JOB_ID" not in os.environ
     child = None
     with _Signals() as signals:

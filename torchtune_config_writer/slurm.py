@@ -34,7 +34,8 @@ from .atomic import atomic_write_text
 from .errors import ExperimentDirError
 from .sbatch import SCRIPT_FILE, ArrayChunk, SlurmError, compress_ranges, plan_arrays, read_header
 from .status import (
-    CANCELLED, COMPLETED, FAILED, LOG_DIR, PENDING, RUNNING, check_all_runnable, load_mapping, read_all, select_runs,
+    CANCELLED, COMPLETED, FAILED, FORCE_ENV, LOG_DIR, PENDING, RUNNING, check_all_runnable, load_mapping, read_all,
+    select_runs,
 )
 
 JOBS_FILE = "slurm_jobs.yaml"
@@ -76,13 +77,18 @@ def cluster_max_array_size() -> int | None:
 
 
 def select_for_submit(mapping: dict[str, Any], states: list["RunState"], runs: str | None,
-                      failed: bool) -> list[dict[str, Any]]:
-    """The runs to submit: ``runs`` (a --runs SPEC, None = all), with ``failed`` only failed/cancelled ones."""
+                      failed: bool, force: bool = False) -> tuple[list[dict[str, Any]], list[str]]:
+    """The runs to submit, and the completed ones left out.
+
+    ``runs`` is a --runs SPEC (None = all); ``failed`` keeps only failed/cancelled
+    ones; completed runs are left out unless ``force`` (a rerun overwrites them).
+    """
+    by_id = {s.run_id: s.state for s in states}
     selected = select_runs(mapping, runs)
     if failed:
-        by_id = {s.run_id: s.state for s in states}
         selected = [r for r in selected if by_id[r["run_id"]] in RESUBMIT_STATES]
-    return selected
+    completed = [] if force else [r["run_id"] for r in selected if by_id[r["run_id"]] == COMPLETED]
+    return [r for r in selected if r["run_id"] not in completed], completed
 
 
 def check_log_dir(exp: Path) -> None:
@@ -114,11 +120,12 @@ def _refuse_unsubmittable(exp: Path, selected: list[dict[str, Any]], states: lis
 
 
 def submit(exp_dir: str | Path, runs: str | None = None, *, failed: bool = False, dry_run: bool = False,
-           echo: Callable[[str], None] = print) -> list[SubmittedArray]:
+           force: bool = False, echo: Callable[[str], None] = print) -> list[SubmittedArray]:
     """Submit the selected runs of an experiment directory as job array(s) of its ``submit.sbatch``.
 
     Every selected run must be runnable (validation passed, config unchanged) and
-    not already queued or running; otherwise nothing is submitted. Sweeps over
+    not already queued or running; otherwise nothing is submitted. Completed
+    runs are left out unless ``force`` (then their tasks train them again). Sweeps over
     MaxArraySize become several arrays (the offset is the script's argument);
     with ``max_concurrent`` each waits for the previous one so that at most K
     runs ever run at once. Job ids are appended to ``slurm_jobs.yaml``.
@@ -132,7 +139,10 @@ def submit(exp_dir: str | Path, runs: str | None = None, *, failed: bool = False
     if not script.is_file():
         raise ExperimentDirError(f"{script} is missing; generate the experiment again to write it")
     states = run_states(exp, mapping)
-    selected = select_for_submit(mapping, states, runs, failed)
+    selected, completed = select_for_submit(mapping, states, runs, failed, force)
+    if completed:
+        echo(f"skip {len(completed)} completed run(s) ({', '.join(completed[:5])}{', ...' if len(completed) > 5 else ''}); "
+             "--force submits them again")
     if not selected:
         echo("no failed or cancelled runs: nothing to submit" if failed else "no runs selected: nothing to submit")
         return []
@@ -154,6 +164,8 @@ def submit(exp_dir: str | Path, runs: str | None = None, *, failed: bool = False
     done: list[SubmittedArray] = []
     for n, chunk in enumerate(chunks):
         cmd = [sbatch or "sbatch", "--parsable", f"--array={chunk.spec(k)}", f"--chdir={exp}"]
+        if force:
+            cmd.append(f"--export=ALL,{FORCE_ENV}=1")  # the task may then train a completed run again
         if k and done:
             # Separate arrays each have their own %K; chaining keeps the total at K.
             cmd.append(f"--dependency=afterany:{done[-1].job_id or '<job id of the previous array>'}")

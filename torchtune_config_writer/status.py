@@ -26,6 +26,8 @@ from .errors import ConfigWriterError, ExperimentDirError
 MAPPING_FILE = "run_mapping.yaml"
 STATUS_DIR = "status"
 LOG_DIR = "logs"
+#: Set (to 1) in a SLURM task's environment by ``submit --force``: the task may train a completed run again.
+FORCE_ENV = "TORCHTUNE_CONFIG_WRITER_FORCE"
 
 PENDING, RUNNING, COMPLETED, FAILED, CANCELLED = "pending", "running", "completed", "failed", "cancelled"
 STATES = (PENDING, RUNNING, COMPLETED, FAILED, CANCELLED)
