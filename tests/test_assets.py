@@ -80,5 +80,22 @@ def test_build_is_deterministic(tiny_assets, tmp_path):
 
 
 def test_missing_example_dir_is_a_clear_error(tmp_path):
-    with pytest.raises(ConfigWriterError, match="tiny_lora_cpu.yaml.*example_configs/tiny"):
+    with pytest.raises(ConfigWriterError, match="tiny_lora_cpu.yaml.*reinstall the package"):
         build_tiny_assets(tmp_path / "a", example_dir=tmp_path / "nowhere")
+
+
+def test_the_tiny_example_ships_inside_the_package():
+    # a pip-installed package has no example_configs/: the demo must find its files in the package
+    import tomllib
+    from pathlib import Path
+
+    from torchtune_config_writer import assets
+
+    root = Path(assets.__file__).parent
+    assert assets.EXAMPLE_DIR == root / "tiny"
+    data = tomllib.loads((root.parent / "pyproject.toml").read_text())
+    assert "tiny/*.yaml" in data["tool"]["setuptools"]["package-data"]["torchtune_config_writer"]
+    for name in ("tiny_lora_cpu.yaml", "experiment.yaml"):
+        assert (root / "tiny" / name).is_file()
+        # example_configs/tiny shows the same files to readers of the repository
+        assert (root.parent / "example_configs" / "tiny" / name).read_text() == (root / "tiny" / name).read_text()

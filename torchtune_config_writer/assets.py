@@ -9,7 +9,7 @@
   weights are the base of ``lora_llama2`` with the same dimensions;
 - ``data/alpaca_tiny.json``: a few hundred short alpaca-style records;
 - ``tiny_lora_cpu.yaml`` and ``experiment.yaml``: copies of
-  ``example_configs/tiny/`` with the placeholder ``__TINY_ASSETS__`` replaced
+  ``torchtune_config_writer/tiny/`` (linked from ``example_configs/tiny/``) with the placeholder ``__TINY_ASSETS__`` replaced
   by the absolute path of ``dest``, so generated configs work from any cwd.
 
 Building is deterministic and idempotent: a marker file records a finished
@@ -33,7 +33,7 @@ from pathlib import Path
 
 from .errors import ConfigWriterError
 
-#: The placeholder in example_configs/tiny/*.yaml replaced by the absolute assets directory.
+#: The placeholder in tiny/*.yaml replaced by the absolute assets directory.
 PLACEHOLDER = "__TINY_ASSETS__"
 
 #: Model dimensions shared by the base model and its LoRA variant (and by tiny_lora_cpu.yaml).
@@ -46,8 +46,8 @@ SEED = 0
 _BUILD_VERSION = 1
 _MARKER = ".tiny_assets_built.json"
 
-#: The committed example: the base config and the experiment that sweeps it.
-EXAMPLE_DIR = Path(__file__).resolve().parent.parent / "example_configs" / "tiny"
+#: The example shipped with the package (example_configs/tiny/ links to it): the base config and its sweep.
+EXAMPLE_DIR = Path(__file__).resolve().parent / "tiny"
 _EXAMPLE_FILES = ("tiny_lora_cpu.yaml", "experiment.yaml")
 
 
@@ -85,7 +85,7 @@ def build_tiny_assets(dest: Path, example_dir: Path | None = None) -> TinyAssets
     """Build (or reuse) the tiny tokenizer, model, dataset and example configs under ``dest``.
 
     ``example_dir`` holds the committed ``tiny_lora_cpu.yaml`` and ``experiment.yaml``
-    (default ``example_configs/tiny`` of this repository).
+    (default: the copy shipped inside the package).
 
     >>> a = build_tiny_assets(Path("/tmp/tiny"))   # doctest: +SKIP
     >>> a.tokenizer.exists(), a.checkpoint_dir.joinpath(a.checkpoint_file).exists()   # doctest: +SKIP
@@ -206,8 +206,8 @@ def _check_example(example_dir: Path) -> Path:
     missing = [n for n in _EXAMPLE_FILES if not (example_dir / n).is_file()]
     if missing:
         raise ConfigWriterError(
-            f"the tiny example ({', '.join(missing)}) is not in {example_dir}; the demo needs a checkout of "
-            "the repository (example_configs/tiny/), or pass example_dir= pointing at a copy of it"
+            f"the tiny example ({', '.join(missing)}) is not in {example_dir}; reinstall the package "
+            "(it ships torchtune_config_writer/tiny/), or pass example_dir= pointing at a copy of it"
         )
     return example_dir
 
