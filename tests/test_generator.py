@@ -231,3 +231,23 @@ def test_custom_base_file_with_comments(tmp_path):
     text = result.runs[0].config_path.read_text()
     assert "# my tuned config" in text and "lora_rank: 2" in text and "# small" in text
     assert read_yaml(tmp_path / "o" / "run_mapping.yaml")["base_config_file"] == str(base)
+
+
+def test_missing_input_files_are_warnings_not_errors(tmp_path):
+    exp = {"experiment_name": "w", "base_config": LORA_1B, "variables": {"lora_rank": [4, 8]},
+           "controls": {"dataset": {"_component_": "torchtune.datasets.alpaca_dataset", "source": "json",
+                                    "data_files": "data/train.json", "split": "train"}}}
+    result = generate_configs(exp, output_dir=tmp_path / "o")
+    assert result.ok and all(r.validation == "passed" for r in result.runs)
+    found = {(w.key, w.message) for w in result.warnings}
+    assert ("tokenizer.path", "'/tmp/Llama-3.2-1B-Instruct/original/tokenizer.model' does not exist on this machine") in found
+    assert ("checkpointer.checkpoint_dir", "'/tmp/Llama-3.2-1B-Instruct/' does not exist on this machine") in found
+    assert not any(k == "checkpointer.checkpoint_files" for k, _ in found)  # said once, by the missing directory
+    assert ("dataset.data_files", "'data/train.json' does not exist on this machine") in found  # relative: to the run's cwd
+    report = (tmp_path / "o" / "validation_report.txt").read_text()
+    assert "Warnings (not errors" in report and "tokenizer.path: " in report and "(all 2 runs)" in report
+
+
+def test_tiny_example_has_every_input_file(tiny_assets, tmp_path):
+    result = generate_configs(tiny_assets.experiment, output_dir=tmp_path / "o")
+    assert result.ok and result.warnings == []

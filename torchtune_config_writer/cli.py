@@ -112,6 +112,14 @@ def _print_runs(result, write: bool) -> None:
         click.echo("! Validation skipped: these runs are marked unvalidated and `run`/`submit` will refuse them")
     elif result.ok:
         click.echo(f"✓ Validated {len(runs)} config{'s' if len(runs) != 1 else ''}: all passed")
+    if result.warnings:
+        from .generator import summarize_warnings
+
+        lines = summarize_warnings(result.warnings, len(runs))
+        click.echo(f"! {len(lines)} warning{'s' if len(lines) != 1 else ''}: input files not found on this machine "
+                   "(fine if the runs will see them elsewhere)")
+        for line in lines:
+            click.echo(f"    {line}")
     if write and result.written:
         click.echo("✓ Wrote run_mapping.yaml, validation_report.txt, experiment.yaml" + (", submit.sbatch" if (result.experiment_dir / "submit.sbatch").exists() else ""))
 

@@ -34,7 +34,7 @@ from .merge import apply
 from .render import Renderer
 from .schema import Experiment, load_experiment
 from .sweep import RunPlan, plan_runs
-from .validate import Problem, validate_configs
+from .validate import Problem, path_warnings, validate_configs
 from .yamlio import dump, dump_plain
 
 # Keys that hold per-run output paths; a fixed value shared by all runs makes them overwrite each other.
@@ -73,6 +73,8 @@ class GenerationResult:
     problems: list[Problem]
     validated: bool
     written: bool = False
+    warnings: list[Problem] = field(default_factory=list)
+    """Input files not found on this machine (the runs may still find them where they run)."""
 
     @property
     def ok(self) -> bool:
@@ -104,7 +106,9 @@ def generate_configs(
     if write:
         _check_run_dirs(result)
     if validate:
-        result.problems = validate_configs([(r.run_id, r.config) for r in result.runs])
+        configs = [(r.run_id, r.config) for r in result.runs]
+        result.problems = validate_configs(configs)
+        result.warnings = path_warnings(configs, experiment_dir)
         by_run: dict[str, list[str]] = {}
         for p in result.problems:
             by_run.setdefault(p.run_id, []).append(f"{p.key}: {p.message}")
@@ -379,7 +383,22 @@ def validation_report(result: GenerationResult) -> str:
         lines.extend(f"     {p}" for p in run.problems)
     failed = sum(r.validation == "failed" for r in result.runs)
     lines += ["", f"{len(result.runs) - failed} passed, {failed} failed"]
+    if result.warnings:
+        lines += ["", "Warnings (not errors; checked on the machine that generated the configs):"]
+        lines += [f"  {w}" for w in summarize_warnings(result.warnings, len(result.runs))]
     return "\n".join(lines) + "\n"
+
+
+def summarize_warnings(warnings: list[Problem], total_runs: int) -> list[str]:
+    """One line per distinct warning, naming the runs it concerns (``all 64 runs`` when it is every run)."""
+    runs: dict[tuple[str, str], list[str]] = {}
+    for w in warnings:
+        runs.setdefault((w.key, w.message), []).append(w.run_id)
+    lines = []
+    for (key, message), ids in runs.items():
+        which = f"all {total_runs} runs" if len(ids) == total_runs and total_runs > 1 else ", ".join(ids[:5]) + (" ..." if len(ids) > 5 else "")
+        lines.append(f"{key}: {message} ({which})")
+    return lines
 
 
 def _experiment_dict(exp: Experiment) -> dict:
