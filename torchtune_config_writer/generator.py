@@ -155,11 +155,15 @@ def compile_experiment(exp: Experiment, experiment_dir: Path) -> GenerationResul
         var_keys.append(key)
     check_conflicts(control_keys, list(exp.controls.values()), var_keys, exp.where)
 
-    renderer = Renderer(template)
     by_path = dict(zip([k.dotted for k in var_keys], var_keys))
     plans = plan_runs({k.dotted: v for k, v in zip(var_keys, exp.variables.values())})
     runs_root = _runs_root(exp, experiment_dir)
     output_key = Key("output_dir", ("output_dir",), "set" if "output_dir" in template else "add")
+    if "output_dir" in template:
+        # every run's output_dir has the same length, so its comment sits in the same column in every config
+        template["output_dir"] = str(runs_root / plans[0].run_id)
+        _mark_output_dir(template)
+    renderer = Renderer(template)
     runs = []
     for plan in plans:
         output_dir = runs_root / plan.run_id
@@ -190,6 +194,23 @@ def compile_experiment(exp: Experiment, experiment_dir: Path) -> GenerationResul
         problems=[],
         validated=False,
     )
+
+
+_OUTPUT_DIR_COMMENT = "# this run's own directory, set by torchtune_config_writer"
+
+
+def _mark_output_dir(template: Any) -> None:
+    """Replace the base's comment on ``output_dir`` (e.g. "/tmp may be deleted...") with what it now is."""
+    token = template.ca.items.get("output_dir", [None] * 4)[2]
+    if token is None:
+        template.yaml_add_eol_comment(_OUTPUT_DIR_COMMENT, "output_dir")
+        return
+    from ruamel.yaml.error import CommentMark
+    from ruamel.yaml.tokens import CommentToken
+
+    _, newline, following = token.value.partition("\n")  # the token also holds the blank lines and comments after it
+    # a fresh token (column 0) puts the comment two spaces after the value, not in the base's old column
+    template.ca.items["output_dir"][2] = CommentToken(f" {_OUTPUT_DIR_COMMENT}{newline}{following}", CommentMark(0), None)
 
 
 def resolve_experiment_dir(exp: Experiment, output_dir: str | Path | None) -> Path:
