@@ -121,15 +121,24 @@ def collect_rows(exp_dir: str | Path) -> tuple[list[str], list[dict[str, Any]]]:
     """(columns, one row per run) of an experiment directory."""
     exp = Path(exp_dir)
     mapping = load_mapping(exp)
-    variables = [str(v) for v in mapping.get("variables") or []]
+    return _table(mapping, _runs_with_steps(exp, mapping))
+
+
+def _runs_with_steps(exp: Path, mapping: dict[str, Any]) -> list[tuple[dict, dict, dict[int, dict[str, float]]]]:
+    """(run, status record, logged metrics per step) for every run, in index order: read once."""
     statuses = read_all(exp, mapping)
+    runs = sorted(mapping["runs"], key=lambda r: int(r["index"]))
+    return [(run, statuses[run["run_id"]], run_steps(exp, run, statuses[run["run_id"]])) for run in runs]
+
+
+def _table(mapping: dict[str, Any], runs: list[tuple[dict, dict, dict]]) -> tuple[list[str], list[dict[str, Any]]]:
+    variables = [str(v) for v in mapping.get("variables") or []]
     rows = []
-    for run in sorted(mapping["runs"], key=lambda r: int(r["index"])):
-        rec = statuses[run["run_id"]]
+    for run, rec, steps in runs:
         params = run.get("parameters") or {}
         row: dict[str, Any] = {"run_id": run["run_id"], **{v: params.get(v) for v in variables}}
         row.update(status=rec["state"], exit_code=rec.get("exit_code"))
-        row.update(summarize(run_steps(exp, run, rec)))
+        row.update(summarize(steps))
         row["wall_time_s"] = _wall_time(rec)
         rows.append(row)
     return ["run_id", *variables, *METRIC_COLUMNS], rows
@@ -192,13 +201,14 @@ def collect(exp_dir: str | Path) -> Path:
     PosixPath('outputs/tiny_rank_lr/results.csv')
     """
     exp = Path(exp_dir)
-    columns, rows = collect_rows(exp)
+    mapping = load_mapping(exp)
+    runs = _runs_with_steps(exp, mapping)
+    columns, rows = _table(mapping, runs)
     csv_path = exp / "results.csv"
     with open(csv_path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(columns)
         writer.writerows([[_cell(r.get(c)) for c in columns] for r in rows])
-    mapping = load_mapping(exp)
     name = mapping.get("experiment_name", exp.name)
     variables = [str(v) for v in mapping.get("variables") or []]
     counts: dict[str, int] = {}
@@ -211,10 +221,8 @@ def collect(exp_dir: str | Path) -> Path:
     )
     if variables:
         md += f"\n## By variable\n\n{by_variable(variables, rows)}\n"
-    statuses = read_all(exp, mapping)
     curves = {}
-    for run in mapping["runs"]:
-        steps = run_steps(exp, run, statuses[run["run_id"]])
+    for run, _, steps in runs:
         label = " ".join([run["run_id"], *(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in (run.get("parameters") or {}).items())])
         curves[label] = [(step, m["loss"]) for step, m in sorted(steps.items()) if "loss" in m]
     if any(curves.values()):
