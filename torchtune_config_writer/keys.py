@@ -142,7 +142,7 @@ def check_conflicts(
 def leaf_index(tree: dict) -> dict[str, list[tuple[str, ...]]]:
     """Map every leaf name below the top level to the paths that end in it."""
     index: dict[str, list[tuple[str, ...]]] = {}
-    for path, _ in _walk(tree):
+    for path, _ in walk_paths(tree):
         if len(path) > 1 and path[-1] != "_component_":
             index.setdefault(path[-1], []).append(path)
     return index
@@ -150,7 +150,7 @@ def leaf_index(tree: dict) -> dict[str, list[tuple[str, ...]]]:
 
 def all_paths(tree: dict) -> list[str]:
     """Every dotted path of ``tree`` (mappings and leaves)."""
-    return [".".join(p) for p, _ in _walk(tree, include_mappings=True)]
+    return [".".join(p) for p, _ in walk_paths(tree, include_mappings=True)]
 
 
 # ----------------------------------------------------------------------------- internals
@@ -167,13 +167,14 @@ def _get(tree: Any, path: tuple[str, ...]) -> Any:
     return node
 
 
-def _walk(tree: dict, prefix: tuple[str, ...] = (), include_mappings: bool = False) -> Iterator[tuple[tuple[str, ...], Any]]:
+def walk_paths(tree: dict, prefix: tuple[str, ...] = (), include_mappings: bool = False) -> Iterator[tuple[tuple[str, ...], Any]]:
+    """Every ``(path, value)`` below ``tree``: the leaves, and with ``include_mappings`` the mappings too."""
     for k, v in tree.items():
         path = prefix + (str(k),)
         if isinstance(v, dict):
             if include_mappings:
                 yield path, v
-            yield from _walk(v, path, include_mappings)
+            yield from walk_paths(v, path, include_mappings)
         else:
             yield path, v
 

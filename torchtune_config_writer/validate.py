@@ -21,7 +21,7 @@ from typing import Any, Iterator, Sequence
 
 from . import sigcache
 from .errors import close_matches
-from .keys import accepted_args
+from .keys import accepted_args, all_paths, walk_paths
 
 
 @dataclass(frozen=True)
@@ -148,16 +148,17 @@ _INTERP = re.compile(r"\$\{([^${}]*)\}")
 
 
 def _check_interpolations(cfg: dict) -> Iterator[tuple[str, str]]:
-    for path, value in _leaves(cfg):
+    for parts, value in walk_paths(cfg):
         if not isinstance(value, str) or "${" not in value:
             continue
+        path = ".".join(parts)
         for ref in _INTERP.findall(value):
             ref = ref.strip()
             if ":" in ref or ref.startswith("."):
                 yield from _resolve_with_omegaconf(cfg, path)  # resolvers and relative refs: ask OmegaConf
                 break
             if _lookup(cfg, ref) is _MISSING:
-                close = close_matches(ref, [p for p, _ in _leaves(cfg, mappings=True)])
+                close = close_matches(ref, all_paths(cfg))
                 hint = f" Did you mean '${{{close[0]}}}'?" if close else ""
                 yield path, f"interpolation '${{{ref}}}' points to a key the config does not have.{hint}"
 
@@ -187,16 +188,6 @@ def _lookup(cfg: Any, dotted: str) -> Any:
         else:
             return _MISSING
     return node
-
-
-def _leaves(node: Any, prefix: str = "", mappings: bool = False) -> Iterator[tuple[str, Any]]:
-    if isinstance(node, dict):
-        if mappings and prefix:
-            yield prefix, node
-        for k, v in node.items():
-            yield from _leaves(v, f"{prefix}.{k}" if prefix else str(k), mappings)
-    else:
-        yield prefix, node
 
 
 # ----------------------------------------------------------------------------- paths (warnings)
