@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .plots import loss_plot_svg
-from .status import load_mapping, read_all
+from .status import load_mapping, read_all, wall_seconds
 
 METRIC_COLUMNS = ["status", "exit_code", "steps", "final_loss", "min_loss", "mean_tokens_per_s", "wall_time_s"]
 
@@ -110,13 +110,6 @@ def run_steps(exp: Path, run: dict[str, Any], record: dict[str, Any]) -> dict[in
         return {}
 
 
-def _wall_time(record: dict[str, Any]) -> float | None:
-    try:
-        return (datetime.fromisoformat(record["ended"]) - datetime.fromisoformat(record["started"])).total_seconds()
-    except (TypeError, ValueError, KeyError):
-        return None
-
-
 def collect_rows(exp_dir: str | Path) -> tuple[list[str], list[dict[str, Any]]]:
     """(columns, one row per run) of an experiment directory."""
     exp = Path(exp_dir)
@@ -139,7 +132,7 @@ def _table(mapping: dict[str, Any], runs: list[tuple[dict, dict, dict]]) -> tupl
         row: dict[str, Any] = {"run_id": run["run_id"], **{v: params.get(v) for v in variables}}
         row.update(status=rec["state"], exit_code=rec.get("exit_code"))
         row.update(summarize(steps))
-        row["wall_time_s"] = _wall_time(rec)
+        row["wall_time_s"] = wall_seconds(rec)
         rows.append(row)
     return ["run_id", *variables, *METRIC_COLUMNS], rows
 

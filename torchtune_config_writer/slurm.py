@@ -35,7 +35,7 @@ from .errors import ExperimentDirError
 from .sbatch import SCRIPT_FILE, ArrayChunk, SlurmError, compress_ranges, plan_arrays, read_header
 from .status import (
     CANCELLED, COMPLETED, FAILED, FORCE_ENV, LOG_DIR, PENDING, RUNNING, check_all_runnable, load_mapping, read_all,
-    select_runs,
+    select_runs, wall_seconds,
 )
 
 JOBS_FILE = "slurm_jobs.yaml"
@@ -326,15 +326,6 @@ class RunState:
     """The SLURM task (``JOB_TASK``) that ran it or will run it."""
 
 
-def _record_seconds(rec: dict[str, Any]) -> float | None:
-    try:
-        start = datetime.fromisoformat(rec["started"])
-        end = datetime.fromisoformat(rec["ended"]) if rec.get("ended") else datetime.now(start.tzinfo)
-    except (TypeError, ValueError, KeyError):
-        return None
-    return max(0.0, (end - start).total_seconds())
-
-
 def _job_of_record(rec: dict[str, Any]) -> tuple[str, int] | None:
     job, task = rec.get("slurm_array_job_id"), rec.get("slurm_array_task_id")
     return (str(job), int(task)) if job and str(task).isdigit() else None
@@ -368,7 +359,7 @@ def _merge(run: dict[str, Any], rec: dict[str, Any], sub: tuple[str, int, str] |
     """One run's state from its record, its latest SLURM task (``sub``) and what squeue says of that task."""
     rec_job = _job_of_record(rec)
     out = RunState(run["run_id"], int(run["index"]), dict(run.get("parameters") or {}), rec["state"],
-                   rec.get("exit_code"), _record_seconds(rec), f"{rec_job[0]}_{rec_job[1]}" if rec_job else None)
+                   rec.get("exit_code"), wall_seconds(rec, until_now=True), f"{rec_job[0]}_{rec_job[1]}" if rec_job else None)
     if sub is None:
         return out
     job = f"{sub[0]}_{sub[1]}"

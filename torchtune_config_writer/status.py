@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -267,3 +268,19 @@ def read_all(exp_dir: str | Path, mapping: dict[str, Any] | None = None) -> dict
     """Every run's status record, keyed by run id, in index order (missing files read as pending)."""
     mapping = mapping or load_mapping(exp_dir)
     return {r["run_id"]: read_status(exp_dir, r["run_id"]) for r in select_runs(mapping, None)}
+
+
+def wall_seconds(record: dict[str, Any], *, until_now: bool = False) -> float | None:
+    """Seconds from a record's ``started`` to its ``ended`` (to now for a run still going, with
+    ``until_now``); None when the times are missing or unreadable. Never negative (clock skew between nodes)."""
+    try:
+        start = datetime.fromisoformat(record["started"])
+        if record.get("ended"):
+            end = datetime.fromisoformat(record["ended"])
+        elif until_now:
+            end = datetime.now(start.tzinfo)
+        else:
+            return None
+    except (TypeError, ValueError, KeyError):
+        return None
+    return max(0.0, (end - start).total_seconds())
