@@ -3,8 +3,8 @@
 - ``hf_cache`` (session, autouse): HF_HOME / HF_DATASETS_CACHE in a temporary
   directory, because `datasets` writes a cache when a run loads its JSON data.
 - ``tiny_assets`` (session): the offline tokenizer, model, data and example configs.
-- ``make_experiment_dir``: writes an experiment directory by hand, following
-  Appendix B only (configs/run_NNN.yaml + run_mapping.yaml), with no generator.
+- ``make_experiment_dir``: writes an experiment directory by hand through the
+  contract (``expdir``), with no generator.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from typing import Any, Callable
 
 import pytest
 from ruamel.yaml import YAML
+
+from torchtune_config_writer import expdir
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -36,7 +38,7 @@ def hf_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_assets(tmp_path_factory: pytest.TempPathFactory):
     """The tiny assets (built once per session, a few seconds)."""
-    from torchtune_config_writer.assets import build_tiny_assets
+    from torchtune_config_writer.demo.assets import build_tiny_assets
 
     return build_tiny_assets(tmp_path_factory.mktemp("tiny_assets"))
 
@@ -56,41 +58,46 @@ def write_experiment_dir(
     recipe: str = "lora_finetune_single_device",
     validation: list[str] | None = None,
     name: str = "handmade",
+    slurm: expdir.SlurmPlan | None = None,
 ) -> Path:
     """Write an Appendix B experiment directory: one config per entry of ``runs`` (dotted key -> value).
 
-    Every run gets its own output_dir (exp_dir/runs/run_NNN); ``validation``
-    gives each run's validation state (default all ``passed``).
+    Only the contract is used (expdir's types and writer), plus the compile
+    side's one helper that resolves where a config's metrics go. Every run gets
+    its own output_dir (exp_dir/runs/run_NNN); ``validation`` gives each run's
+    validation state (default all ``passed``); ``slurm`` the recorded SLURM settings.
     """
+    from torchtune_config_writer.compile.schema import to_plain
+    from torchtune_config_writer.compile.writer import metric_log
+
     yaml = YAML(typ="rt")
-    (exp_dir / "configs").mkdir(parents=True, exist_ok=True)
+    (exp_dir / expdir.CONFIGS_DIR).mkdir(parents=True, exist_ok=True)
     variables = sorted({k for r in runs for k in r})
+    states = validation or ["passed"] * len(runs)
     table = []
     for i, overrides in enumerate(runs):
-        rid = f"run_{i:03d}"
+        rid = expdir.run_id(i)
         cfg = yaml.load(base_config.read_text())
-        out = exp_dir / "runs" / rid
+        out = exp_dir / expdir.RUNS_DIR / rid
         cfg["output_dir"] = str(out)
         for key, value in overrides.items():
             _set_dotted(cfg, key, value)
-        path = exp_dir / "configs" / f"{rid}.yaml"
+        path = exp_dir / expdir.config_file(rid)
         with open(path, "w") as f:
             yaml.dump(cfg, f)
-        table.append({
-            "run_id": rid, "index": i, "config": f"configs/{rid}.yaml",
-            "config_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-            "output_dir": str(out), "parameters": dict(overrides),
-            "validation": (validation or ["passed"] * len(runs))[i],
-        })
-    mapping = {
-        "experiment_name": name, "recipe": recipe, "distributed": False,
-        "base_config_file": str(base_config), "created": "2026-01-01T00:00:00", "tool_version": "test",
-        "variables": variables,
-        "validation": "failed" if "failed" in (validation or []) else "passed",
-        "runs": table,
-    }
-    with open(exp_dir / "run_mapping.yaml", "w") as f:
-        YAML(typ="safe", pure=True).dump(mapping, f)
+        table.append(expdir.RunEntry(
+            run_id=rid, index=i, config=expdir.config_file(rid),
+            config_sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
+            output_dir=str(out), parameters=dict(overrides), validation=expdir.Validation(states[i]),
+            metric_log=metric_log(to_plain(cfg), out, exp_dir),
+        ))
+    expdir.write_mapping(exp_dir, expdir.RunMapping(
+        experiment_name=name, recipe=recipe, distributed=False, base_config=None,
+        base_config_file=str(base_config), created="2026-01-01T00:00:00", tool_version="test",
+        variables=tuple(variables),
+        validation=expdir.Validation.FAILED if "failed" in states else expdir.Validation.PASSED,
+        slurm=slurm or expdir.SlurmPlan(gpus_per_run=0), runs=tuple(table),
+    ))
     return exp_dir
 
 
@@ -131,7 +138,7 @@ def trained_experiment(tmp_path_factory: pytest.TempPathFactory, tiny_assets):
 
     Returns ``(experiment_dir, RunSummary)``.
     """
-    from torchtune_config_writer.runner import run_experiment
+    from torchtune_config_writer.execute.runner import run_experiment
 
     exp = tmp_path_factory.mktemp("trained") / "exp"
     runs = [{"optimizer.lr": 1e-3}, {"optimizer.lr": 3e-3}, {"dataset.data_files": str(exp / "missing.json")}]
@@ -142,7 +149,7 @@ def trained_experiment(tmp_path_factory: pytest.TempPathFactory, tiny_assets):
 
 @pytest.fixture(scope="session", autouse=True)
 def component_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A fresh component cache (sigcache.py) for the session, inherited by subprocesses; never ~/.cache."""
+    """A fresh component cache (compile/sigcache.py) for the session, inherited by subprocesses; never ~/.cache."""
     path = tmp_path_factory.mktemp("component_cache")
     saved = os.environ.get("TORCHTUNE_CONFIG_WRITER_CACHE")
     os.environ["TORCHTUNE_CONFIG_WRITER_CACHE"] = str(path)

@@ -6,7 +6,17 @@ from pathlib import Path
 
 from ruamel.yaml import YAML
 
+from torchtune_config_writer import expdir
+
 LORA_1B = "llama3_2/1B_lora_single_device"
+
+
+def run_table(n: int, slurm: expdir.SlurmPlan | None = None, name: str = "demo") -> expdir.RunMapping:
+    """A run table of ``n`` runs (run_000 ...), for tests of what reads run_mapping.yaml."""
+    runs = tuple(expdir.RunEntry(expdir.run_id(i), i, expdir.config_file(expdir.run_id(i)), "0" * 64, f"/o/{i}", {},
+                                 expdir.Validation.PASSED, None) for i in range(n))
+    return expdir.RunMapping(name, "lora_finetune_single_device", False, None, "/base.yaml", "2026-01-01T00:00:00",
+                             "test", (), expdir.Validation.PASSED, slurm or expdir.SlurmPlan(), runs)
 
 
 def write_experiment(tmp_path: Path, body: str, name: str = "experiment.yaml") -> Path:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from torchtune_config_writer.assets import MODEL_DIMS, NUM_RECORDS, PLACEHOLDER, VOCAB_SIZE, build_tiny_assets
+from torchtune_config_writer.demo.assets import MODEL_DIMS, NUM_RECORDS, PLACEHOLDER, VOCAB_SIZE, build_tiny_assets
 from torchtune_config_writer.errors import ConfigWriterError
 
 
@@ -89,13 +89,13 @@ def test_the_tiny_example_ships_inside_the_package():
     # a pip-installed package has no example_configs/: the demo must find its files in the package
     from pathlib import Path
 
-    from torchtune_config_writer import assets
+    from torchtune_config_writer.demo import assets
 
     root = Path(assets.__file__).parent
     assert assets.EXAMPLE_DIR == root / "tiny"
-    package_data = re.search(r"\[tool.setuptools.package-data\]\n(.*)\n", (root.parent / "pyproject.toml").read_text())
-    assert '"tiny/*.yaml"' in package_data.group(1)
+    package_data = re.search(r"\[tool.setuptools.package-data\]\n(.*)\n", (root.parent.parent / "pyproject.toml").read_text())
+    assert '"demo/tiny/*.yaml"' in package_data.group(1)
     for name in ("tiny_lora_cpu.yaml", "experiment.yaml"):
         assert (root / "tiny" / name).is_file()
         # example_configs/tiny shows the same files to readers of the repository
-        assert (root.parent / "example_configs" / "tiny" / name).read_text() == (root / "tiny" / name).read_text()
+        assert (root.parent.parent / "example_configs" / "tiny" / name).read_text() == (root / "tiny" / name).read_text()

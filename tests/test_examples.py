@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from torchtune_config_writer import errors, generate_configs
-from torchtune_config_writer.schema import parse_yaml, to_plain
+from torchtune_config_writer.compile.schema import parse_yaml, to_plain
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES_DIR = ROOT / "example_configs"

@@ -165,7 +165,7 @@ def test_failed_generation_leaves_nothing_behind(tmp_path):
 
 
 def test_interrupted_write_leaves_nothing_behind(tmp_path, monkeypatch):
-    import torchtune_config_writer.generator as gen
+    import torchtune_config_writer.compile.writer as gen
 
     def explode(*a, **k):
         raise KeyboardInterrupt

@@ -1,9 +1,9 @@
 import pytest
 
 from torchtune_config_writer.errors import AmbiguousKeyError, ConflictingKeyError, UnknownKeyError
-from torchtune_config_writer.keys import ALIASES, Key, check_conflicts, check_nested, resolve_key
-from torchtune_config_writer.loaders import load_base_config
-from torchtune_config_writer.schema import load_experiment
+from torchtune_config_writer.compile.keys import ALIASES, Key, check_conflicts, check_nested, resolve_key
+from torchtune_config_writer.compile.loaders import load_base_config
+from torchtune_config_writer.compile.schema import load_experiment
 
 from helpers import LORA_1B
 

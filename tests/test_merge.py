@@ -3,9 +3,9 @@ import re
 import pytest
 
 from torchtune_config_writer.errors import TypeMismatchError
-from torchtune_config_writer.keys import Key
-from torchtune_config_writer.merge import apply, merge_value
-from torchtune_config_writer.yamlio import dump, load
+from torchtune_config_writer.compile.keys import Key
+from torchtune_config_writer.compile.merge import apply, merge_value
+from torchtune_config_writer.compile.yamlio import dump, load
 
 
 def tree():

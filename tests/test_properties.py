@@ -6,7 +6,8 @@ import copy
 from hypothesis import HealthCheck, given, settings, strategies as st
 from omegaconf import OmegaConf
 
-from torchtune_config_writer import generate_configs, registry
+from torchtune_config_writer import generate_configs
+from torchtune_config_writer.compile import registry
 
 from helpers import LORA_1B
 

@@ -3,7 +3,7 @@ import sys
 
 import pytest
 
-from torchtune_config_writer import registry
+from torchtune_config_writer.compile import registry
 from torchtune_config_writer.errors import BaseConfigNotFoundError
 
 
@@ -27,7 +27,7 @@ def test_unknown_config_lists_the_closest_names():
 
 def test_registry_and_ls_do_not_import_torch():
     code = (
-        "import sys; from torchtune_config_writer import registry, schema;"
+        "import sys; from torchtune_config_writer.compile import registry, schema;"
         "registry.builtin_configs(); from torchtune_config_writer.cli import main;"
         "assert 'torch' not in sys.modules and 'torchtune' not in sys.modules, sorted(sys.modules)"
     )

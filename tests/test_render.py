@@ -4,10 +4,10 @@ import re
 
 from hypothesis import given, settings, strategies as st
 
-from torchtune_config_writer.keys import Key
-from torchtune_config_writer.loaders import load_base_config
-from torchtune_config_writer.render import Renderer
-from torchtune_config_writer.schema import load_experiment
+from torchtune_config_writer.compile.keys import Key
+from torchtune_config_writer.compile.loaders import load_base_config
+from torchtune_config_writer.compile.render import Renderer
+from torchtune_config_writer.compile.schema import load_experiment
 
 from helpers import LORA_1B
 

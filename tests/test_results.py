@@ -12,9 +12,9 @@ import pytest
 from click.testing import CliRunner
 
 from torchtune_config_writer.cli import main
-from torchtune_config_writer.plots import loss_plot_svg
-from torchtune_config_writer.results import by_variable, collect, collect_rows, parse_disk_log, summarize
-from torchtune_config_writer.status import write_status
+from torchtune_config_writer.results.plots import loss_plot_svg
+from torchtune_config_writer.results.collect import by_variable, collect, collect_rows, parse_disk_log, summarize
+from torchtune_config_writer.expdir import State, StatusRecord, write_status
 
 
 def _rows(csv_path):
@@ -82,8 +82,8 @@ def test_only_the_latest_attempts_log_counts(make_experiment_dir):
         "Step 2 | loss:6.0 lr:0.001 tokens_per_second_per_gpu:400.0 \n"
         "Step 3 | loss:6.25 lr:0.0 tokens_per_second_per_gpu:300.0 \n"
     )
-    write_status(exp, {"run_id": "run_000", "state": "completed", "exit_code": 0,
-                       "started": _iso(time.time() - 60), "ended": _iso(time.time()), "log": None})
+    write_status(exp, StatusRecord("run_000", State.COMPLETED, exit_code=0,
+                                   started=_iso(time.time() - 60), ended=_iso(time.time()), log=None))
     _, rows = collect_rows(exp)
     row = rows[0]
     assert row["steps"] == 3 and row["final_loss"] == 6.25 and row["min_loss"] == 6.0

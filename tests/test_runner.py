@@ -6,6 +6,7 @@ Only the Appendix B contract is used: the experiment directories are written by 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import shutil
@@ -20,12 +21,18 @@ import pytest
 from click.testing import CliRunner
 
 from torchtune_config_writer.cli import main
-from torchtune_config_writer.errors import ExperimentDirError
-from torchtune_config_writer.runner import NPROC_ENV, build_command, run_experiment, run_one
-from torchtune_config_writer.status import (
-    RunNotRunnableError, RunSelectionError, check_runnable, load_mapping, read_all, read_status,
-    select_runs, status_path, write_status,
+from torchtune_config_writer import expdir
+from torchtune_config_writer.errors import ExperimentDirError, RunNotRunnableError, RunSelectionError
+from torchtune_config_writer.execute.runner import NPROC_ENV, build_command, run_experiment, run_one
+from torchtune_config_writer.execute.selection import check_runnable, select_runs
+from torchtune_config_writer.expdir import (
+    State, StatusRecord, load_mapping, read_status, status_path, write_status,
 )
+from helpers import run_table
+
+
+def read_all(exp: Path) -> dict[str, StatusRecord]:
+    return expdir.read_all(exp, load_mapping(exp))
 
 # ----------------------------------------------------------------------------- real trainings
 
@@ -38,15 +45,15 @@ def test_runs_complete_or_fail_with_their_exit_code(trained_experiment):
     states = read_all(exp)
     for rid in ("run_000", "run_001"):
         rec = states[rid]
-        assert rec["state"] == "completed" and rec["exit_code"] == 0
-        assert datetime.fromisoformat(rec["started"]) <= datetime.fromisoformat(rec["ended"])
-        assert rec["started"].endswith("+00:00") and rec["host"]
-        assert rec["log"] == f"logs/{rid}.log" and (exp / rec["log"]).is_file()
+        assert rec.state == "completed" and rec.exit_code == 0
+        assert datetime.fromisoformat(rec.started) <= datetime.fromisoformat(rec.ended)
+        assert rec.started.endswith("+00:00") and rec.host
+        assert rec.log == f"logs/{rid}.log" and (exp / rec.log).is_file()
         # The training really happened: torchtune saved the adapter of the (only) epoch.
         assert (exp / "runs" / rid / "epoch_0" / "adapter_model.pt").is_file()
     failed = states["run_002"]
-    assert failed["state"] == "failed" and failed["exit_code"] not in (0, None)
-    assert "missing.json" in (exp / failed["log"]).read_text()
+    assert failed.state == "failed" and failed.exit_code not in (0, None)
+    assert "missing.json" in (exp / failed.log).read_text()
     assert not list((exp / "status").glob(".*tmp"))  # atomic writes leave no temporary files
 
 
@@ -74,7 +81,7 @@ def test_rerun_failed_reruns_only_the_failed_run(make_experiment_dir, tiny_asset
     again = run_experiment(exp, rerun_failed=True, echo=lambda line: None)
     assert again.completed == ["run_001"] and again.skipped == ["run_000"] and again.exit_code == 0
     assert read_status(exp, "run_000") == done  # untouched
-    assert read_status(exp, "run_001")["state"] == "completed"
+    assert read_status(exp, "run_001").state == "completed"
     assert run_experiment(exp, rerun_failed=True, echo=lambda line: None).total == 0  # nothing left to rerun
 
 
@@ -82,15 +89,15 @@ def test_rerun_failed_reruns_only_the_failed_run(make_experiment_dir, tiny_asset
 def test_run_one_inside_slurm_writes_to_stdout_and_records_the_job(make_experiment_dir, tmp_path):
     exp = make_experiment_dir([{"optimizer.lr": 1e-3}, {"optimizer.lr": 3e-3}])
     env = {**os.environ, "SLURM_JOB_ID": "4242", "SLURM_ARRAY_JOB_ID": "4240", "SLURM_ARRAY_TASK_ID": "1"}
-    code = f"import sys; from torchtune_config_writer.runner import run_one; sys.exit(run_one({str(exp)!r}, 1))"
+    code = f"import sys; from torchtune_config_writer.execute.runner import run_one; sys.exit(run_one({str(exp)!r}, 1))"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "Loss" in out.stdout + out.stderr  # tune's own output went to the task's stdout (SLURM's log)
     rec = read_status(exp, "run_001")
-    assert rec["state"] == "completed" and rec["slurm_job_id"] == "4242"
-    assert rec["slurm_array_job_id"] == "4240" and rec["slurm_array_task_id"] == "1"
-    assert rec["log"] == "logs/4240_1.out" and not (exp / "logs" / "run_001.log").exists()
-    assert read_status(exp, "run_000")["state"] == "pending"
+    assert rec.state == "completed" and rec.slurm_job_id == "4242"
+    assert rec.slurm_array_job_id == "4240" and rec.slurm_array_task_id == "1"
+    assert rec.log == "logs/4240_1.out" and not (exp / "logs" / "run_001.log").exists()
+    assert read_status(exp, "run_000").state == "pending"
 
 
 def _processes_in(directory: Path) -> list[int]:
@@ -126,17 +133,17 @@ def test_interrupt_records_cancelled_and_stops_the_child(make_experiment_dir, ho
         cmd = [sys.executable, "-m", "torchtune_config_writer", "run", str(exp), "--parallel", str(len(in_flight))]
     else:
         cmd = [sys.executable, "-c",
-               f"import sys; from torchtune_config_writer.runner import run_one; sys.exit(run_one({str(exp)!r}, 0))"]
+               f"import sys; from torchtune_config_writer.execute.runner import run_one; sys.exit(run_one({str(exp)!r}, 0))"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        _wait_for(lambda: all(read_status(exp, r)["state"] == "running" for r in in_flight)
+        _wait_for(lambda: all(read_status(exp, r).state == "running" for r in in_flight)
                   and len(_processes_in(exp)) >= len(in_flight))
         proc.send_signal(sig)
         output, _ = proc.communicate(timeout=60)
     finally:
         proc.kill()
     assert proc.returncode == expected_code, output
-    assert [read_status(exp, r)["state"] for r in in_flight] == ["cancelled"] * len(in_flight)
+    assert [read_status(exp, r).state for r in in_flight] == ["cancelled"] * len(in_flight)
     assert not status_path(exp, "run_002").exists()  # never started: still pending
     assert "Traceback" not in output
     _wait_for(lambda: not _processes_in(exp), timeout=15)  # the tune children are gone too
@@ -170,11 +177,11 @@ def test_failed_or_skipped_validation_is_refused(make_experiment_dir):
 
 def test_a_completed_run_is_never_trained_again_without_force(make_experiment_dir):
     exp = make_experiment_dir([{"optimizer.lr": 1e-3}])
-    done = {"run_id": "run_000", "state": "completed", "exit_code": 0, "ended": "2026-01-01T00:00:00+00:00"}
+    done = StatusRecord("run_000", State.COMPLETED, exit_code=0, ended="2026-01-01T00:00:00+00:00")
     write_status(exp, done)
     with pytest.raises(RunNotRunnableError, match="run_000 already completed .*--force"):
         run_one(exp, 0)
-    assert read_status(exp, "run_000")["ended"] == done["ended"]  # the record is untouched
+    assert read_status(exp, "run_000").ended == done.ended  # the record is untouched
     assert not (exp / "logs").exists()  # nothing started
 
 
@@ -188,8 +195,8 @@ def test_missing_config_is_refused(make_experiment_dir):
 # ----------------------------------------------------------------------------- the directory and --runs
 
 
-def _mapping(n: int) -> dict:
-    return {"runs": [{"run_id": f"run_{i:03d}", "index": i} for i in range(n)]}
+def _mapping(n: int) -> expdir.RunMapping:
+    return run_table(n)
 
 
 @pytest.mark.parametrize("spec, expected", [
@@ -202,7 +209,7 @@ def _mapping(n: int) -> dict:
     ([6, 0], [0, 6]),
 ])
 def test_run_selection(spec, expected):
-    assert [r["index"] for r in select_runs(_mapping(8), spec)] == expected
+    assert [r.index for r in select_runs(_mapping(8), spec)] == expected
 
 
 @pytest.mark.parametrize("spec, message", [
@@ -232,21 +239,21 @@ def test_not_an_experiment_dir(tmp_path):
 
 def test_status_records_round_trip_and_default_to_pending(make_experiment_dir):
     exp = make_experiment_dir([{"optimizer.lr": 1e-3}, {"optimizer.lr": 3e-3}])
-    assert [r["state"] for r in read_all(exp).values()] == ["pending", "pending"]
-    write_status(exp, {"run_id": "run_001", "state": "failed", "exit_code": 3})
+    assert [r.state for r in read_all(exp).values()] == ["pending", "pending"]
+    write_status(exp, StatusRecord("run_001", State.FAILED, exit_code=3))
     assert json.loads(status_path(exp, "run_001").read_text())["exit_code"] == 3
-    assert read_all(exp)["run_001"]["state"] == "failed"
+    assert read_all(exp)["run_001"].state == "failed"
     with pytest.raises(ValueError):
-        write_status(exp, {"run_id": "run_001", "state": "done"})
-    assert read_status(exp, "run_001")["state"] == "failed"  # the bad write changed nothing
+        write_status(exp, StatusRecord("run_001", "done"))
+    assert read_status(exp, "run_001").state == "failed"  # the bad write changed nothing
     status_path(exp, "run_000").write_text("{not json")
     with pytest.raises(ExperimentDirError, match="run_000.json: unreadable status record.*delete it"):
         read_all(exp)
 
 
 def test_distributed_command_puts_torchrun_options_before_the_recipe(monkeypatch):
-    mapping = {"recipe": "full_finetune_distributed", "distributed": True}
-    run = {"config": "configs/run_000.yaml"}
+    mapping = dataclasses.replace(run_table(1), recipe="full_finetune_distributed", distributed=True)
+    run = mapping.runs[0]
     cmd = build_command(mapping, run, nproc_per_node=4)
     i = cmd.index("run")
     assert cmd[i + 1:] == ["--nnodes", "1", "--nproc_per_node", "4", "full_finetune_distributed",
@@ -256,7 +263,7 @@ def test_distributed_command_puts_torchrun_options_before_the_recipe(monkeypatch
     monkeypatch.delenv(NPROC_ENV)
     monkeypatch.delenv("SLURM_GPUS_ON_NODE", raising=False)
     assert build_command(mapping, run)[i + 4] == "auto"
-    assert "--nproc_per_node" not in build_command({**mapping, "distributed": False}, run)
+    assert "--nproc_per_node" not in build_command(dataclasses.replace(mapping, distributed=False), run)
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -279,7 +286,7 @@ def test_demo_from_nothing(tmp_path):
     result = CliRunner().invoke(main, ["demo", "--workdir", str(tmp_path / "demo"), "--parallel", "2"])
     assert result.exit_code == 0, result.output
     exp = tmp_path / "demo" / "experiment"
-    assert [r["state"] for r in read_all(exp).values()] == ["completed"] * 4
+    assert [r.state for r in read_all(exp).values()] == ["completed"] * 4
     with open(exp / "results.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert sorted((int(r["model.lora_rank"]), float(r["optimizer.lr"])) for r in rows) == [

@@ -1,7 +1,7 @@
 import pytest
 
 from torchtune_config_writer.errors import EmptyVariableError, ExperimentSchemaError
-from torchtune_config_writer.schema import load_experiment
+from torchtune_config_writer.compile.schema import load_experiment
 
 from helpers import LORA_1B, write_experiment
 

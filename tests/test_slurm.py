@@ -1,4 +1,4 @@
-"""SLURM: the submit script (sbatch.py), submission and status (slurm.py) — against a real single-node SLURM (no mocks).
+"""SLURM: the submit script (compile/sbatch.py), submission and status (execute/submit.py, slurm_state.py) — against a real single-node SLURM (no mocks).
 
 Fast tests render scripts, run them under bash in a sandbox, and plan arrays;
 ``slow`` ones start a real munged/slurmctld/slurmd (tests/slurm_cluster.py)
@@ -18,10 +18,16 @@ import pytest
 from click.testing import CliRunner
 from hypothesis import given, settings, strategies as st
 
-from torchtune_config_writer import sbatch, slurm
+from torchtune_config_writer import expdir
 from torchtune_config_writer.cli import main
-from torchtune_config_writer.schema import SlurmSettings
-from torchtune_config_writer.status import RunNotRunnableError, load_mapping, read_all, write_status
+from torchtune_config_writer.compile import sbatch
+from torchtune_config_writer.compile.schema import SlurmSettings
+from torchtune_config_writer.errors import RunNotRunnableError, SlurmSettingsError
+from torchtune_config_writer.execute import slurm_state, submit
+from helpers import run_table
+from torchtune_config_writer.expdir import (
+    JobRecord, SlurmState, State, StatusRecord, load_mapping, plan_arrays, read_jobs, write_status,
+)
 
 # Values that have broken generated scripts elsewhere: blanks, both quotes, command substitution,
 # sbatch's comment character, backslashes, globs, non-ASCII.
@@ -40,6 +46,24 @@ NASTY = [
     "ends with backslash\\",
     "'\"'\"' mixed \\\" \\' #",
 ]
+
+
+def read_all(exp: Path) -> dict[str, StatusRecord]:
+    return expdir.read_all(exp, load_mapping(exp))
+
+
+def record(exp: Path, run_id: str, state: str, **fields) -> None:
+    """Write a status record as run_one would."""
+    write_status(exp, StatusRecord(run_id, State(state), **fields))
+
+
+def mapping_of(n: int, settings: SlurmSettings, name: str = "demo") -> expdir.RunMapping:
+    """A run table of ``n`` runs with the SLURM settings ``generate`` would record for ``settings``."""
+    return run_table(n, sbatch.plan_slurm(settings, ["cuda"])[0], name)
+
+
+def render(settings: SlurmSettings, n: int = 5) -> str:
+    return sbatch.render_submit_script(mapping_of(n, settings), settings)
 
 
 def cli(*args: str, env: dict[str, str] | None = None):
@@ -64,7 +88,7 @@ def test_sbatch_value_round_trips_any_printable_text(value: str) -> None:
 
 @pytest.mark.parametrize("value", ["two\nlines", "tab\there", "cr\r", "nul\0", ""])
 def test_sbatch_value_refuses_what_a_sbatch_line_cannot_hold(value: str) -> None:
-    with pytest.raises(sbatch.SlurmSettingsError, match="slurm.partition"):
+    with pytest.raises(SlurmSettingsError, match="slurm.partition"):
         sbatch.sbatch_value(value, "slurm.partition")
 
 
@@ -74,51 +98,52 @@ def test_extra_sbatch_lines_are_checked() -> None:
     for bad, why in [("exclusive", "not an sbatch option"), ("--array=0-3", "manages"), ("-o x.out", "manages"),
                      ("--job-name=x", "slurm.job_name"), ('--comment="open', "unmatched"),
                      ("--exclusive\n--mem=1G", "newline")]:
-        with pytest.raises(sbatch.SlurmSettingsError, match=why):
+        with pytest.raises(SlurmSettingsError, match=why):
             sbatch.sbatch_extra_line(bad)
 
 
 # ----------------------------------------------------------------------------- rendering
 
-MAPPING = {"experiment_name": "demo", "runs": [{"index": i} for i in range(5)]}
-
-
 def test_script_has_the_requested_sbatch_lines() -> None:
-    text = sbatch.render_submit_script("/x", MAPPING, SlurmSettings(
+    settings = SlurmSettings(
         partition="gpu", account="proj", qos="high", time="1:00:00", gpus_per_run=2, cpus_per_task=8,
-        mem="64G", constraint="a100", extra_sbatch=["--exclusive"], max_concurrent=3))
+        mem="64G", constraint="a100", extra_sbatch=["--exclusive"], max_concurrent=3)
+    text = render(settings)
     lines = [ln for ln in text.splitlines() if ln.startswith("#SBATCH")]
     assert lines == ["#SBATCH --job-name=demo", "#SBATCH --array=0-4%3", "#SBATCH --output=logs/%A_%a.out",
                       "#SBATCH --nodes=1", "#SBATCH --partition=gpu", "#SBATCH --account=proj", "#SBATCH --qos=high",
                       "#SBATCH --time=1:00:00", "#SBATCH --cpus-per-task=8", "#SBATCH --mem=64G",
                       "#SBATCH --constraint=a100", "#SBATCH --gres=gpu:2", "#SBATCH --exclusive"]
-    assert sbatch.read_header_text(text) == {"arrays": 1, "max_array_size": 1001, "max_concurrent": 3, "runs": 5}
+    # submit's settings are recorded in run_mapping.yaml, not in a comment of the script
+    plan = mapping_of(5, settings).slurm
+    assert (plan.max_array_size, plan.max_concurrent, len(plan_arrays(range(5), plan.max_array_size))) == (1001, 3, 1)
+    assert "{" not in "".join(ln for ln in text.splitlines() if ln.startswith("#") and not ln.startswith("#SBATCH"))
 
 
 def test_no_gres_without_gpus_and_no_array_limit_without_max_concurrent() -> None:
-    text = sbatch.render_submit_script("/x", MAPPING, SlurmSettings(gpus_per_run=0))
+    text = render(SlurmSettings(gpus_per_run=0))
     assert "--gres" not in text
     assert "#SBATCH --array=0-4\n" in text
 
 
 def test_default_setup_activates_this_environment() -> None:
-    text = sbatch.render_submit_script("/x", MAPPING, SlurmSettings())
+    text = render(SlurmSettings())
     if sys.prefix != sys.base_prefix:
         assert f"source {Path(sys.prefix) / 'bin' / 'activate'}" in text
     assert f"exec {sys.executable} -m torchtune_config_writer task" in text
 
 
 def test_custom_setup_is_kept_verbatim_and_must_be_valid_bash() -> None:
-    text = sbatch.render_submit_script("/x", MAPPING, SlurmSettings(setup=["module load cuda/12", "conda activate x"]))
+    text = render(SlurmSettings(setup=["module load cuda/12", "conda activate x"]))
     assert "module load cuda/12\nconda activate x\n" in text
     assert "exec python3 -m torchtune_config_writer task" in text
-    with pytest.raises(sbatch.SlurmSettingsError, match="slurm.setup is not valid bash"):
-        sbatch.render_submit_script("/x", MAPPING, SlurmSettings(setup=["echo 'unclosed"]))
+    with pytest.raises(SlurmSettingsError, match="slurm.setup is not valid bash"):
+        render(SlurmSettings(setup=["echo 'unclosed"]))
 
 
 def test_script_names_no_path(tmp_path: Path) -> None:
     # generate writes the script into a temporary directory renamed into place afterwards.
-    text = sbatch.render_submit_script(tmp_path / "tmpname", MAPPING, SlurmSettings(setup=[]))
+    text = sbatch.render_submit_script(mapping_of(5, SlurmSettings(setup=[]), name="tmpname"), SlurmSettings(setup=[]))
     assert str(tmp_path) not in text
 
 
@@ -157,8 +182,7 @@ def test_rendered_script_runs_without_injection(tmp_path: Path, monkeypatch: pyt
     (exp / "run_mapping.yaml").write_text("runs: []\n")
     name = 'n"; touch PWNED_name; echo " $(touch PWNED_name2) # x'
     settings = SlurmSettings(job_name=name, max_concurrent=2, stagger_seconds=1.5, partition="a b")
-    script = sbatch.write_submit_script(exp, {"experiment_name": "demo", "runs": [{"index": i} for i in range(9)]},
-                                       settings)
+    script = sbatch.write_submit_script(exp, mapping_of(9, settings), settings)
     assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
     proc = _sandbox_run(script, exp, sandbox, 3, "4")
     assert proc.returncode == 7, proc.stderr  # the stub's exit code: the script exec'd it
@@ -175,7 +199,7 @@ def test_script_refuses_a_bad_offset_and_a_foreign_directory(tmp_path: Path) -> 
     exp = tmp_path / "exp"
     exp.mkdir()
     (exp / "run_mapping.yaml").write_text("runs: []\n")
-    script = sbatch.write_submit_script(exp, MAPPING, SlurmSettings(setup=[]))
+    script = sbatch.write_submit_script(exp, mapping_of(5, SlurmSettings(setup=[])), SlurmSettings(setup=[]))
     proc = _sandbox_run(script, exp, tmp_path, 0, "1; touch PWNED")
     assert proc.returncode == 2 and "offset must be a number" in proc.stderr
     proc = _sandbox_run(script, tmp_path, tmp_path, 0)
@@ -189,7 +213,7 @@ def test_script_refuses_a_bad_offset_and_a_foreign_directory(tmp_path: Path) -> 
 @settings(max_examples=200, deadline=None)
 @given(st.sets(st.integers(0, 60), min_size=1), st.integers(1, 20))
 def test_plan_arrays_covers_every_run_once(indices: set[int], size: int) -> None:
-    chunks = sbatch.plan_arrays(indices, size)
+    chunks = plan_arrays(indices, size)
     covered = [i for c in chunks for i in c.indices]
     assert sorted(covered) == sorted(indices)
     assert all(0 <= t < size for c in chunks for t in c.task_ids)
@@ -197,8 +221,8 @@ def test_plan_arrays_covers_every_run_once(indices: set[int], size: int) -> None
 
 
 def test_compress_ranges() -> None:
-    assert sbatch.compress_ranges([7, 3, 0, 1, 2, 9, 10]) == "0-3,7,9-10"
-    assert sbatch.ArrayChunk(0, (3, 7)).spec(2) == "3,7%2"
+    assert expdir.compress_ranges([7, 3, 0, 1, 2, 9, 10]) == "0-3,7,9-10"
+    assert expdir.ArrayChunk(0, (3, 7)).spec(2) == "3,7%2"
 
 
 # ----------------------------------------------------------------------------- submit without a cluster
@@ -208,8 +232,10 @@ def test_compress_ranges() -> None:
 def handmade(make_experiment_dir):
     """An experiment directory written by hand (Appendix B), with a submit.sbatch; runs a list of overrides."""
     def make(n: int, settings: SlurmSettings | None = None, **kwargs) -> Path:
-        exp = make_experiment_dir([{"optimizer.lr": 1e-3 * (i + 1)} for i in range(n)], **kwargs)
-        sbatch.write_submit_script(exp, load_mapping(exp), settings or SlurmSettings(gpus_per_run=0))
+        settings = settings or SlurmSettings(gpus_per_run=0)
+        exp = make_experiment_dir([{"optimizer.lr": 1e-3 * (i + 1)} for i in range(n)],
+                                  slurm=sbatch.plan_slurm(settings, ["cpu"])[0], **kwargs)
+        sbatch.write_submit_script(exp, load_mapping(exp), settings)
         return exp
     return make
 
@@ -217,14 +243,14 @@ def handmade(make_experiment_dir):
 def test_dry_run_splits_over_max_array_size(handmade) -> None:
     exp = handmade(7, SlurmSettings(gpus_per_run=0, max_array_size=3, max_concurrent=2))
     lines: list[str] = []
-    arrays = slurm.submit(exp, dry_run=True, echo=lines.append)
+    arrays = submit.submit(exp, dry_run=True, echo=lines.append)
     assert [(a.chunk.offset, a.chunk.spec(2)) for a in arrays] == [(0, "0-2%2"), (3, "0-2%2"), (6, "0%2")]
     assert sorted(i for a in arrays for i in a.chunk.indices) == list(range(7))
     assert [a.command[-1] for a in arrays] == ["0", "3", "6"]  # the offset is the script's argument
     assert "--dependency=afterany" not in " ".join(arrays[0].command)
     assert all("--dependency=afterany:" in " ".join(a.command) for a in arrays[1:])  # keeps K across arrays
     assert len(lines) == 3 and all(ln.split()[0].endswith("sbatch") for ln in lines)
-    assert not (exp / slurm.JOBS_FILE).exists()
+    assert not (exp / expdir.JOBS_FILE).exists()
 
 
 def test_dry_run_of_a_selection_and_cli(handmade) -> None:
@@ -237,8 +263,8 @@ def test_dry_run_of_a_selection_and_cli(handmade) -> None:
 def test_submit_refuses_unvalidated_or_edited_configs(handmade) -> None:
     exp = handmade(3, validation=["passed", "failed", "passed"])
     with pytest.raises(RunNotRunnableError, match="run_001 may not run.*failed validation"):
-        slurm.submit(exp, dry_run=True)
-    assert [a.chunk.indices for a in slurm.submit(exp, "0,2", dry_run=True, echo=lambda s: None)] == [(0, 2)]
+        submit.submit(exp, dry_run=True)
+    assert [a.chunk.indices for a in submit.submit(exp, "0,2", dry_run=True, echo=lambda s: None)] == [(0, 2)]
     with open(exp / "configs" / "run_002.yaml", "a") as f:
         f.write("# edited\n")
     result = cli("submit", str(exp), "--runs", "0,2", "--dry-run")
@@ -248,13 +274,13 @@ def test_submit_refuses_unvalidated_or_edited_configs(handmade) -> None:
 
 def test_completed_runs_are_submitted_only_with_force(handmade) -> None:
     exp = handmade(3)
-    write_status(exp, {"run_id": "run_001", "state": "completed", "exit_code": 0})
+    record(exp, "run_001", "completed", **{"exit_code": 0})
     lines: list[str] = []
-    arrays = slurm.submit(exp, dry_run=True, echo=lines.append)
+    arrays = submit.submit(exp, dry_run=True, echo=lines.append)
     assert [a.chunk.indices for a in arrays] == [(0, 2)]
     assert "skip 1 completed run(s) (run_001); --force submits them again" in lines
     assert not any("--export" in part for a in arrays for part in a.command)
-    forced = slurm.submit(exp, dry_run=True, force=True, echo=lambda s: None)
+    forced = submit.submit(exp, dry_run=True, force=True, echo=lambda s: None)
     assert [a.chunk.indices for a in forced] == [(0, 1, 2)]
     assert "--export=ALL,TORCHTUNE_CONFIG_WRITER_FORCE=1" in forced[0].command
 
@@ -275,9 +301,9 @@ def test_submit_without_sbatch_is_a_clear_error(handmade, tmp_path: Path) -> Non
 
 def test_status_from_records_only(handmade, tmp_path: Path) -> None:
     exp = handmade(3)
-    write_status(exp, {"run_id": "run_000", "state": "completed", "exit_code": 0,
+    record(exp, "run_000", "completed", **{"exit_code": 0,
                        "started": "2026-01-01T00:00:00+00:00", "ended": "2026-01-01T00:01:05+00:00"})
-    write_status(exp, {"run_id": "run_001", "state": "failed", "exit_code": 1,
+    record(exp, "run_001", "failed", **{"exit_code": 1,
                        "started": "2026-01-01T00:00:00+00:00", "ended": "2026-01-01T00:00:03+00:00",
                        "slurm_array_job_id": "41", "slurm_array_task_id": "1"})
     result = cli("status", str(exp), env={"PATH": str(tmp_path)})  # no squeue
@@ -291,25 +317,25 @@ def test_status_from_records_only(handmade, tmp_path: Path) -> None:
 
 def test_slurm_states_override_records_only_when_they_know_more(handmade) -> None:
     exp = handmade(8)
-    slurm.record_job(exp, slurm.SubmittedArray(["sbatch", "--parsable", "--array=0-6"],
-                                               sbatch.ArrayChunk(0, tuple(range(7))), "50"))
-    submitted = slurm.read_jobs(exp)[0]["submitted"]
+    expdir.append_job(exp, JobRecord("50", "2026-01-01T00:00:00+00:00", "0-6", 0, tuple(range(7)),
+                                     "sbatch --parsable --array=0-6"))
+    submitted = read_jobs(exp)[0].submitted
     rec = {"started": submitted, "slurm_array_job_id": "50"}
-    write_status(exp, {"run_id": "run_000", "state": "completed", "exit_code": 0, **rec, "slurm_array_task_id": "0"})
-    write_status(exp, {"run_id": "run_001", "state": "running", **rec, "slurm_array_task_id": "1"})
-    write_status(exp, {"run_id": "run_002", "state": "running", **rec, "slurm_array_task_id": "2"})
-    write_status(exp, {"run_id": "run_005", "state": "failed", "exit_code": 1, "started": "2000-01-01T00:00:00+00:00"})
-    write_status(exp, {"run_id": "run_006", "state": "cancelled", "exit_code": 143, **rec, "slurm_array_task_id": "6"})
+    record(exp, "run_000", "completed", **{"exit_code": 0, **rec, "slurm_array_task_id": "0"})
+    record(exp, "run_001", "running", **{**rec, "slurm_array_task_id": "1"})
+    record(exp, "run_002", "running", **{**rec, "slurm_array_task_id": "2"})
+    record(exp, "run_005", "failed", **{"exit_code": 1, "started": "2000-01-01T00:00:00+00:00"})
+    record(exp, "run_006", "cancelled", **{"exit_code": 143, **rec, "slurm_array_task_id": "6"})
     # run_007 was submitted by hand (`sbatch submit.sbatch`): only its record names the job.
-    write_status(exp, {"run_id": "run_007", "state": "running", "started": submitted, "slurm_array_job_id": "60",
+    record(exp, "run_007", "running", **{"started": submitted, "slurm_array_job_id": "60",
                        "slurm_array_task_id": "7"})
-    assert slurm.submitted_job_ids(exp) == ["50", "60"]
-    live = {("50", t): slurm.TaskState("50", t, state, code, 5.0, "")
+    assert slurm_state.submitted_job_ids(exp) == ["50", "60"]
+    live = {("50", t): slurm_state.TaskState("50", t, SlurmState(state), code, 5.0, "")
             for t, state, code in [(0, "COMPLETED", 0), (1, "RUNNING", None), (2, "TIMEOUT", 143),
                                    (3, "CANCELLED", 0), (4, "PENDING", None), (5, "PENDING", None),
                                    (6, "TIMEOUT", 143)]}
-    live[("60", 7)] = slurm.TaskState("60", 7, "NODE_FAIL", 0, 9.0, "")
-    states = {s.run_id: s for s in slurm.run_states(exp, live=live)}
+    live[("60", 7)] = slurm_state.TaskState("60", 7, SlurmState.NODE_FAIL, 0, 9.0, "")
+    states = {s.run_id: s for s in slurm_state.run_states(exp, live=live)}
     assert states["run_000"].state == "completed"            # the record of this very task
     assert states["run_001"].state == "RUNNING"
     assert (states["run_002"].state, states["run_002"].exit_code) == ("TIMEOUT", 143)  # died without a final record
@@ -318,8 +344,8 @@ def test_slurm_states_override_records_only_when_they_know_more(handmade) -> Non
     assert states["run_005"].state == "PENDING"              # an older failure, now queued again
     assert (states["run_006"].state, states["run_006"].exit_code) == ("TIMEOUT", 143)  # why it was cancelled
     assert (states["run_007"].state, states["run_007"].job) == ("NODE_FAIL", "60_7")
-    picked, completed = slurm.select_for_submit(load_mapping(exp), list(states.values()), None, failed=True)
-    assert [r["run_id"] for r in picked] == ["run_002", "run_003", "run_006", "run_007"] and completed == []
+    picked, completed = submit.select_for_submit(load_mapping(exp), list(states.values()), None, failed=True)
+    assert [r.run_id for r in picked] == ["run_002", "run_003", "run_006", "run_007"] and completed == []
 
 
 def test_generate_writes_the_submit_script(tiny_assets, tmp_path: Path) -> None:
@@ -360,7 +386,7 @@ def _wait(cluster, timeout: float = 900) -> float:
 
 
 def _intervals(exp: Path) -> list[tuple[str, str]]:
-    return [(r["started"], r["ended"]) for r in read_all(exp).values() if r["started"]]
+    return [(r.started, r.ended) for r in read_all(exp).values() if r.started]
 
 
 def _max_overlap(intervals: list[tuple[str, str]]) -> int:
@@ -397,19 +423,19 @@ def test_array_runs_every_run_with_split_arrays_and_concurrency_limit(slurm_clus
         "job_name": "tiny $(touch PWNED) 'q' #1", "stagger_seconds": 0.2})
     result = cli("submit", str(exp))
     assert result.exit_code == 0, result.output
-    jobs = slurm.read_jobs(exp)
-    assert [(j["offset"], j["indices"]) for j in jobs] == [(0, [0, 1]), (2, [2])]
-    names = slurm_cluster.run("squeue", "-h", "-t", "all", "-j", jobs[0]["job_id"], "-O", "Name:200").stdout
+    jobs = read_jobs(exp)
+    assert [(j.offset, list(j.indices)) for j in jobs] == [(0, [0, 1]), (2, [2])]
+    names = slurm_cluster.run("squeue", "-h", "-t", "all", "-j", jobs[0].job_id, "-O", "Name:200").stdout
     assert names.split("\n")[0].strip() == "tiny $(touch PWNED) 'q' #1"
     wall = _wait(slurm_cluster)
-    states = slurm.run_states(exp)
+    states = slurm_state.run_states(exp)
     assert [s.state for s in states] == ["completed"] * 3, cli("status", str(exp)).stdout
     records = read_all(exp)
-    assert [(r["slurm_array_job_id"], r["slurm_array_task_id"]) for r in records.values()] == [
-        (jobs[0]["job_id"], "0"), (jobs[0]["job_id"], "1"), (jobs[1]["job_id"], "0")]
+    assert [(r.slurm_array_job_id, r.slurm_array_task_id) for r in records.values()] == [
+        (jobs[0].job_id, "0"), (jobs[0].job_id, "1"), (jobs[1].job_id, "0")]
     assert _max_overlap(_intervals(exp)) == 1
-    assert all((exp / r["log"]).is_file() for r in records.values())
-    from torchtune_config_writer.results import collect_rows
+    assert all((exp / r.log).is_file() for r in records.values())
+    from torchtune_config_writer.results.collect import collect_rows
 
     _, rows = collect_rows(exp)
     assert [r["status"] for r in rows] == ["completed"] * 3 and all(r["steps"] == 2 for r in rows)
@@ -429,10 +455,10 @@ def test_failed_run_is_resubmitted_alone(slurm_cluster, tiny_assets, tmp_path):
     spare.rename(tmp_path / "away.json")  # run_001 now fails at runtime: its data file is missing
     result = cli("submit", str(exp))
     assert result.exit_code == 0, result.output
-    job = slurm.read_jobs(exp)[0]["job_id"]
+    job = read_jobs(exp)[0].job_id
     t0 = time.monotonic()
     wall = _wait(slurm_cluster)
-    states = {s.run_id: s for s in slurm.run_states(exp)}
+    states = {s.run_id: s for s in slurm_state.run_states(exp)}
     assert states["run_000"].state == "completed"
     assert states["run_001"].state == "failed" and states["run_001"].exit_code not in (0, None)
     # Nothing left to resubmit except run_001.
@@ -442,13 +468,13 @@ def test_failed_run_is_resubmitted_alone(slurm_cluster, tiny_assets, tmp_path):
     (tmp_path / "away.json").rename(spare)
     result = cli("submit", str(exp), "--failed")
     assert result.exit_code == 0, result.output
-    job2 = slurm.read_jobs(exp)[-1]["job_id"]
-    assert slurm.read_jobs(exp)[-1]["indices"] == [1]
+    job2 = read_jobs(exp)[-1].job_id
+    assert list(read_jobs(exp)[-1].indices) == [1]
     _wait(slurm_cluster)
     records = read_all(exp)
-    assert [r["state"] for r in records.values()] == ["completed", "completed"]
-    assert records["run_000"]["slurm_array_job_id"] == job  # not rerun
-    assert records["run_001"]["slurm_array_job_id"] == job2
+    assert [r.state for r in records.values()] == ["completed", "completed"]
+    assert records["run_000"].slurm_array_job_id == job  # not rerun
+    assert records["run_001"].slurm_array_job_id == job2
     print(f"\n2 runs (one failing), max_concurrent=1: {wall:.1f} s; resubmitted run: {time.monotonic() - t0:.1f} s total")
 
 
@@ -457,9 +483,9 @@ def test_cancelled_while_pending_shows_cancelled_and_is_resubmitted(slurm_cluste
     # Submitted held, then cancelled: the tasks never start, so they never write a status record
     # and only squeue can tell what happened to them.
     exp = handmade(3, SlurmSettings(gpus_per_run=0, extra_sbatch=["--hold"]))
-    write_status(exp, {"run_id": "run_002", "state": "completed", "exit_code": 0})
+    record(exp, "run_002", "completed", **{"exit_code": 0})
     assert cli("submit", str(exp), "--runs", "0-1").exit_code == 0
-    job = slurm.read_jobs(exp)[0]["job_id"]
+    job = read_jobs(exp)[0].job_id
     status = cli("status", str(exp)).stdout
     assert re.search(r"run_000 .* PENDING", status) and re.search(r"run_001 .* PENDING", status), status
     again = cli("submit", str(exp), "--runs", "1")
@@ -470,7 +496,7 @@ def test_cancelled_while_pending_shows_cancelled_and_is_resubmitted(slurm_cluste
     assert re.search(rf"run_000 .* CANCELLED +\S+ +\S+ +{job}_0", status), status
     assert re.search(r"run_001 .* CANCELLED", status) and re.search(r"run_002 .* completed", status)
     assert "3 run(s): 2 CANCELLED, 1 completed" in status and "live from SLURM" in status
-    assert not read_all(exp)["run_000"]["started"]
+    assert not read_all(exp)["run_000"].started
     dry = cli("submit", str(exp), "--failed", "--dry-run")
     assert re.findall(r"--array=(\S+)", dry.stdout) == ["0-1"]
 
@@ -488,10 +514,13 @@ def test_gpus_per_run_reach_the_task_and_torchrun(slurm_cluster, handmade, monke
     seen = sorted(line.split() for line in (exp / "gpus.txt").read_text().splitlines())
     assert seen == [["0", "2", "0,1"], ["1", "2", "0,1"]]
     # run_one builds torchrun's --nproc_per_node from that variable for distributed recipes.
-    from torchtune_config_writer.runner import build_command
+    from torchtune_config_writer.execute.runner import build_command
 
     monkeypatch.setenv("SLURM_GPUS_ON_NODE", seen[0][1])
-    cmd = build_command({"distributed": True, "recipe": "lora_finetune_distributed"}, {"config": "c.yaml"})
+    import dataclasses
+
+    mapping = dataclasses.replace(run_table(1), distributed=True, recipe="lora_finetune_distributed")
+    cmd = build_command(mapping, mapping.runs[0])
     assert cmd[cmd.index("--nproc_per_node") + 1] == "2"
 
 

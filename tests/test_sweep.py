@@ -2,7 +2,7 @@ import itertools
 
 from hypothesis import given, strategies as st
 
-from torchtune_config_writer.sweep import count_runs, plan_runs, run_id
+from torchtune_config_writer.compile.sweep import count_runs, plan_runs, run_id
 
 
 def test_first_variable_varies_slowest():

@@ -1,4 +1,10 @@
-"""Compile experiment.yaml files (variables and controls) into validated torchtune configs.
+"""Compile experiment.yaml files (variables and controls) into validated torchtune configs, and run them.
+
+The package has two halves that meet only in the experiment directory:
+``compile/`` (experiment.yaml → experiment directory) and ``execute/`` plus
+``results/`` (experiment directory → runs → results), both through the
+contract in ``expdir.py``. ``cli/`` is the command line, ``demo/`` the tiny
+offline model that lets everything run on a CPU.
 
     >>> from torchtune_config_writer import generate_configs
     >>> result = generate_configs("experiment.yaml")          # doctest: +SKIP
@@ -14,7 +20,7 @@ from .errors import *  # noqa: F401,F403  (the documented error hierarchy)
 def __getattr__(name: str):
     # The API is loaded on first use so that `import torchtune_config_writer` stays cheap.
     if name in ("generate_configs", "GenerationResult", "RunResult"):
-        from . import generator
+        from .compile import compiler
 
-        return getattr(generator, name)
+        return getattr(compiler, name)
     raise AttributeError(name)

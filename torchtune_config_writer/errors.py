@@ -15,13 +15,19 @@ message (what is wrong, where, how to fix it) and exits 1, never a traceback.
     ├── MergeError
     │   └── TypeMismatchError           a mapping merged onto a scalar, or the reverse
     ├── TorchtuneValidationError        generated configs failed validation
-    └── ExperimentDirError              an experiment directory is missing, foreign or would be overwritten
+    ├── ExperimentDirError              an experiment directory is missing, foreign or would be overwritten
+    ├── RunSelectionError               a --runs selection names no run, or cannot be read
+    ├── RunNotRunnableError             a run may not run (validation failed, config edited, already completed)
+    └── SlurmError                      SLURM is missing or refused a job
+    (SlurmSettingsError, a slurm: setting the submit script cannot hold, is an ExperimentSchemaError)
+
+The helpers at the end build the "Did you mean ...?" part of every message.
 """
 
 from __future__ import annotations
 
 import difflib
-from typing import Iterable
+from typing import Callable, Iterable
 
 
 class ConfigWriterError(Exception):
@@ -56,6 +62,10 @@ class ConflictingKeyError(ValidationError):
     """The same key is set twice (a variable and a control, or twice in one section)."""
 
 
+class SlurmSettingsError(ExperimentSchemaError):
+    """A ``slurm:`` setting cannot go into the submit script (e.g. a newline in a #SBATCH value)."""
+
+
 class SweepError(ValidationError):
     """The planned runs would collide with one another."""
 
@@ -80,16 +90,44 @@ class ExperimentDirError(ConfigWriterError):
     """An experiment directory is missing, not ours, or would be overwritten."""
 
 
-def did_you_mean(word: str, candidates: Iterable[str], n: int = 3, cutoff: float = 0.6) -> str:
-    """Return ``" Did you mean 'x'?"`` (or ``'x' or 'y'``), or ``""`` when nothing is close.
+class RunSelectionError(ConfigWriterError):
+    """A ``--runs`` selection names runs that do not exist or cannot be parsed."""
+
+
+class RunNotRunnableError(ConfigWriterError):
+    """A run may not be executed: its validation did not pass, its config was edited since, or it completed."""
+
+
+class SlurmError(ConfigWriterError):
+    """SLURM is missing, refused a job, or an experiment cannot be submitted as asked."""
+
+
+# ----------------------------------------------------------------------------- did you mean
+
+
+def did_you_mean(
+    word: str, candidates: Iterable[str], n: int = 3, cutoff: float = 0.6, show: Callable[[str], str] = str
+) -> str:
+    """``" Did you mean 'x'?"`` (or ``'x' or 'y'``) for the candidates closest to ``word``; ``""`` when none is.
+
+    ``show`` turns a matching candidate into what the user should write.
 
     >>> did_you_mean("epoch", ["epochs", "seed"])
     " Did you mean 'epochs'?"
+    >>> did_you_mean("lr", ["lr_x"], show=lambda m: "${" + m + "}")
+    " Did you mean '${lr_x}'?"
     """
-    matches = close_matches(word, candidates, n=n, cutoff=cutoff)
-    if not matches:
-        return ""
-    return " Did you mean " + " or ".join(f"'{m}'" for m in matches) + "?"
+    return suggestion(show(m) for m in close_matches(word, candidates, n=n, cutoff=cutoff))
+
+
+def suggestion(names: Iterable[str]) -> str:
+    """``" Did you mean 'a' or 'b'?"`` for these names (each once); ``""`` for none.
+
+    >>> suggestion(["model.lora_rank"])
+    " Did you mean 'model.lora_rank'?"
+    """
+    unique = list(dict.fromkeys(names))
+    return " Did you mean " + " or ".join(f"'{x}'" for x in unique) + "?" if unique else ""
 
 
 def close_matches(word: str, candidates: Iterable[str], n: int = 3, cutoff: float = 0.6) -> list[str]:

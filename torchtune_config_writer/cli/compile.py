@@ -1,41 +1,29 @@
-"""The command line: a thin click layer over the library.
+"""The compile-side commands: ``generate``, ``validate`` and ``ls``.
 
-Every ``ConfigWriterError`` becomes its message on stderr and exit code 1.
+    $ torchtune-config-writer generate experiment.yaml -o outputs/exp1
+    $ torchtune-config-writer validate experiment.yaml
+    $ torchtune-config-writer ls llama3_2
 """
 
 from __future__ import annotations
 
-import sys
+from typing import TYPE_CHECKING, Callable
 
 import click
 
-from .errors import ConfigWriterError
+from ..errors import ConfigWriterError, TorchtuneValidationError
+
+if TYPE_CHECKING:
+    from ..compile.compiler import GenerationResult
 
 
-class _Group(click.Group):
-    """Turns user errors into one clean message instead of a traceback."""
-
-    def invoke(self, ctx: click.Context):
-        try:
-            return super().invoke(ctx)
-        except ConfigWriterError as e:
-            click.echo(f"Error: {e}", err=True)
-            sys.exit(1)
-
-
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="torchtune_config_writer")
-def main() -> None:
-    """Compile experiment.yaml sweeps into validated torchtune configs, run them, collect results."""
-
-
-@main.command("ls")
+@click.command("ls")
 @click.argument("pattern", required=False)
 def ls_cmd(pattern: str | None) -> None:
     """List torchtune recipes and their configs (PATTERN filters, e.g. 'llama3_2' or '*lora*')."""
     import fnmatch
 
-    from . import registry
+    from ..compile import registry
 
     glob = pattern if pattern and any(c in pattern for c in "*?[") else f"*{pattern or ''}*"
     files = registry.builtin_configs()
@@ -53,31 +41,29 @@ def ls_cmd(pattern: str | None) -> None:
         raise ConfigWriterError(f"nothing matches '{pattern}'; run `torchtune-config-writer ls` to see every config")
 
 
-@main.command("generate")
+@click.command("generate")
 @click.argument("experiment", type=click.Path(dir_okay=False))
 @click.option("--output-dir", "-o", type=click.Path(file_okay=False), help="Experiment directory to create (default: output.experiment_dir, else outputs/<name>_<timestamp>).")
 @click.option("--force", is_flag=True, help="Replace an earlier generation in that directory (never one whose runs have started).")
 @click.option("--no-validate", is_flag=True, help="Skip validation (runs are then marked unvalidated and will not be run).")
 def generate_cmd(experiment: str, output_dir: str | None, force: bool, no_validate: bool) -> None:
     """Compile EXPERIMENT (experiment.yaml) into an experiment directory of validated configs."""
-    from .generator import generate_configs
+    from ..compile.compiler import generate_configs
 
     _report(lambda: generate_configs(experiment, output_dir, force=force, validate=not no_validate), write=True)
 
 
-@main.command("validate")
+@click.command("validate")
 @click.argument("experiment", type=click.Path(dir_okay=False))
 def validate_cmd(experiment: str) -> None:
     """Check EXPERIMENT end to end, torchtune validation included, writing nothing."""
-    from .generator import generate_configs
+    from ..compile.compiler import generate_configs
 
     _report(lambda: generate_configs(experiment, write=False), write=False)
 
 
-def _report(action, write: bool) -> None:
+def _report(action: Callable[[], GenerationResult], write: bool) -> None:
     """Run ``action`` and print each config with its parameters, then a summary."""
-    from .errors import TorchtuneValidationError
-
     try:
         result = action()
     except TorchtuneValidationError as e:
@@ -93,7 +79,10 @@ def _report(action, write: bool) -> None:
         click.echo("✓ Valid; nothing written")
 
 
-def _print_runs(result, write: bool) -> None:
+def _print_runs(result: GenerationResult, write: bool) -> None:
+    from ..compile.writer import summarize_warnings
+    from ..expdir import MAPPING_FILE, REPORT_FILE, SCRIPT_FILE, Validation, format_parameters
+
     runs = result.runs
     click.echo(f"✓ Loaded base config: {result.base} (recipe {result.recipe})")
     verb = "Generated" if write else "Compiled"
@@ -103,33 +92,25 @@ def _print_runs(result, write: bool) -> None:
         if run is None:
             click.echo(f"  ... {len(runs) - 25} more ...")
             continue
-        params = ", ".join(f"{k}={v}" for k, v in run.labels.items()) or "no variables"
-        mark = "✗" if run.validation == "failed" else "-"
-        click.echo(f"  {mark} configs/{run.run_id}.yaml ({params})")
+        mark = "✗" if run.validation == Validation.FAILED else "-"
+        click.echo(f"  {mark} configs/{run.run_id}.yaml ({format_parameters(run.labels) or 'no variables'})")
         for problem in run.problems:
             click.echo(f"      {problem}")
     if not result.validated:
         click.echo("! Validation skipped: these runs are marked unvalidated and `run`/`submit` will refuse them")
     elif result.ok:
         click.echo(f"✓ Validated {len(runs)} config{'s' if len(runs) != 1 else ''}: all passed")
+    for note in result.notes:
+        click.echo(f"✓ {note}")
     if result.warnings:
-        from .generator import summarize_warnings
-
         lines = summarize_warnings(result.warnings, len(runs))
         click.echo(f"! {len(lines)} warning{'s' if len(lines) != 1 else ''}: input files not found on this machine "
                    "(fine if the runs will see them elsewhere)")
         for line in lines:
             click.echo(f"    {line}")
     if write and result.written:
-        click.echo("✓ Wrote run_mapping.yaml, validation_report.txt, experiment.yaml" + (", submit.sbatch" if (result.experiment_dir / "submit.sbatch").exists() else ""))
+        script = f", {SCRIPT_FILE}" if (result.experiment_dir / SCRIPT_FILE).exists() else ""
+        click.echo(f"✓ Wrote {MAPPING_FILE}, {REPORT_FILE}, experiment.yaml{script}")
 
 
-# Commands defined in other modules register here.
-from .cli_exec import collect_cmd, demo_cmd, run_cmd  # noqa: E402  (run, collect, demo)
-
-for _cmd in (run_cmd, collect_cmd, demo_cmd):
-    main.add_command(_cmd)
-from .cli_slurm import COMMANDS as _SLURM_COMMANDS  # noqa: E402  (submit, status, task)
-
-for _cmd in _SLURM_COMMANDS:
-    main.add_command(_cmd)
+COMMANDS = (ls_cmd, generate_cmd, validate_cmd)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from .errors import BaseConfigNotFoundError, ConfigWriterError, close_matches
+from ..errors import BaseConfigNotFoundError, ConfigWriterError, close_matches
 
 
 @dataclass(frozen=True)

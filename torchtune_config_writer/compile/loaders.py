@@ -14,7 +14,7 @@ from pathlib import Path
 from ruamel.yaml.comments import CommentedMap
 
 from . import registry
-from .errors import BaseConfigNotFoundError, ExperimentSchemaError, close_matches
+from ..errors import BaseConfigNotFoundError, ExperimentSchemaError, did_you_mean
 from .schema import Experiment, parse_yaml
 
 
@@ -31,9 +31,32 @@ class BaseConfig:
 
     @property
     def distributed(self) -> bool:
-        """True when the recipe must be launched through torchrun."""
+        """True when the recipe must be launched through torchrun.
+
+        The registry says so for torchtune's recipes. A recipe file is distributed
+        when it calls ``init_process_group``, as every distributed torchtune recipe
+        does and no single-device one does.
+        """
+        if self.recipe.endswith(".py"):
+            return calls_init_process_group(Path(self.recipe))
         info = registry.recipe_info(self.recipe)
         return bool(info and info.supports_distributed)
+
+
+def calls_init_process_group(recipe_file: Path) -> bool:
+    """True when the Python file calls ``init_process_group`` (``dist.init_process_group(...)`` or bare)."""
+    import ast
+
+    try:
+        tree = ast.parse(recipe_file.read_text(), str(recipe_file))
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ExperimentSchemaError(f"recipe file '{recipe_file}' cannot be read as Python: {e}") from None
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", None)
+            if name == "init_process_group":
+                return True
+    return False
 
 
 def load_base_config(exp: Experiment) -> BaseConfig:
@@ -45,10 +68,10 @@ def load_base_config(exp: Experiment) -> BaseConfig:
     path = Path(exp.base_config_file)
     if not path.is_file():
         siblings = [p.name for p in path.parent.glob("*.y*ml")] if path.parent.is_dir() else []
-        hint = close_matches(path.name, siblings)
+        hint = did_you_mean(path.name, siblings, n=1, show=lambda m: str(path.parent / m))
         msg = f"base_config_file '{path}' not found"
         if hint:
-            msg += f". Did you mean '{path.parent / hint[0]}'?"
+            msg += f".{hint}"
         elif not path.parent.is_dir():
             msg += f" (directory '{path.parent}' does not exist)."
         else:
@@ -85,10 +108,9 @@ def _check_custom_recipe(recipe: str, exp: Experiment) -> str:
         return str(path.resolve())
     names = [r.name for r in registry.recipes()]
     if recipe not in names:
-        hint = close_matches(recipe, names)
         raise ExperimentSchemaError(
             f"recipe '{recipe}' is not a torchtune recipe."
-            + (f" Did you mean '{hint[0]}'?" if hint else "")
+            + did_you_mean(recipe, names, n=1)
             + " Run `torchtune-config-writer ls` for the list, or give a path to your recipe .py file."
         )
     return recipe

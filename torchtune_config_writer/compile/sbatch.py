@@ -1,22 +1,22 @@
-"""Write ``submit.sbatch``, the SLURM job-array script of an experiment directory, and read its header.
+"""Write ``submit.sbatch``, the SLURM job-array script of an experiment directory.
 
-``generate`` writes the script with ``write_submit_script``; ``slurm.submit``
-submits it. The script runs one array task per run: task ``T`` of an array
-submitted with offset ``O`` (the script's argument) runs the run whose index is
-``T + O``, so ``plan_arrays`` (which splits sweeps larger than MaxArraySize) lives
-here too. Every ``slurm:`` setting is checked before it reaches a ``#SBATCH``
-line (``SlurmSettingsError``), and the script is checked with ``bash -n``.
+``generate`` resolves the experiment's ``slurm:`` section into the ``SlurmPlan``
+recorded in run_mapping.yaml (``plan_slurm``) and writes the script from it
+(``write_submit_script``); ``execute/submit.py`` submits it, reading its
+settings from run_mapping.yaml, never from the script. The script runs one
+array task per run: task ``T`` of an array submitted with offset ``O`` (the
+script's argument) runs the run whose index is ``T + O`` (``expdir.plan_arrays``).
+Every ``slurm:`` setting is checked before it reaches a ``#SBATCH`` line
+(``SlurmSettingsError``), and the script is checked with ``bash -n``.
 
-    >>> from torchtune_config_writer.schema import SlurmSettings
-    >>> path = write_submit_script(exp_dir, mapping, SlurmSettings(max_concurrent=2))   # doctest: +SKIP
-    >>> read_header(path)                                                              # doctest: +SKIP
-    {'arrays': 1, 'max_array_size': 1001, 'max_concurrent': 2, 'runs': 4}
+    >>> plan, note = plan_slurm(SlurmSettings(max_concurrent=2), devices=["cpu", "cpu"])
+    >>> plan.gpus_per_run, note
+    (0, "slurm.gpus_per_run: 0, because every run's device is cpu (set slurm.gpus_per_run to ask for GPUs anyway)")
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
+import dataclasses
 import re
 import shlex
 import shutil
@@ -24,24 +24,13 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Iterable
 
-from . import __version__
-from .atomic import atomic_write_text
-from .errors import ConfigWriterError, ExperimentSchemaError
+from .. import __version__
+from ..atomic import atomic_write_text
+from ..errors import SlurmError, SlurmSettingsError
+from ..expdir import LOG_DIR, MAPPING_FILE, SCRIPT_FILE, SLURM_LOG_PATTERN, RunMapping, SlurmPlan, plan_arrays
 from .schema import SlurmSettings
-
-SCRIPT_FILE = "submit.sbatch"
-HEADER_PREFIX = "# torchtune_config_writer: "
-
-
-# SlurmError is raised here (an experiment without runs) and in slurm.py, which imports this module.
-class SlurmError(ConfigWriterError):
-    """SLURM is missing, refused a job, or an experiment cannot be submitted as asked."""
-
-
-class SlurmSettingsError(ExperimentSchemaError):
-    """A ``slurm:`` setting cannot go into the submit script (e.g. a newline in a #SBATCH value)."""
 
 
 # ----------------------------------------------------------------------------- #SBATCH values
@@ -161,52 +150,6 @@ def _comment(text: object) -> str:
     return "".join(c if c.isprintable() else "?" for c in str(text))
 
 
-# ----------------------------------------------------------------------------- arrays: which task runs which run
-
-
-@dataclass(frozen=True)
-class ArrayChunk:
-    """One job array: task ``t`` runs the run with index ``t + offset``."""
-
-    offset: int
-    task_ids: tuple[int, ...]
-
-    @property
-    def indices(self) -> tuple[int, ...]:
-        return tuple(t + self.offset for t in self.task_ids)
-
-    def spec(self, max_concurrent: int | None = None) -> str:
-        """The ``--array`` value: ``0-3%2``, ``3,7%2``."""
-        return compress_ranges(self.task_ids) + (f"%{max_concurrent}" if max_concurrent else "")
-
-
-def compress_ranges(ids: Iterable[int]) -> str:
-    """``[0, 1, 2, 5, 7, 8]`` -> ``"0-2,5,7-8"``."""
-    out, ids = [], sorted(set(ids))
-    i = 0
-    while i < len(ids):
-        j = i
-        while j + 1 < len(ids) and ids[j + 1] == ids[j] + 1:
-            j += 1
-        out.append(str(ids[i]) if i == j else f"{ids[i]}-{ids[j]}")
-        i = j + 1
-    return ",".join(out)
-
-
-def plan_arrays(indices: Iterable[int], max_array_size: int) -> list[ArrayChunk]:
-    """Split run indices into arrays whose task ids stay below ``max_array_size`` (SLURM's MaxArraySize).
-
-    >>> [(c.offset, c.spec()) for c in plan_arrays(range(7), 3)]
-    [(0, '0-2'), (3, '0-2'), (6, '0')]
-    """
-    if max_array_size < 1:
-        raise ValueError("max_array_size must be at least 1")
-    groups: dict[int, list[int]] = {}
-    for i in sorted(set(int(i) for i in indices)):
-        groups.setdefault(i // max_array_size, []).append(i)
-    return [ArrayChunk(k * max_array_size, tuple(i - k * max_array_size for i in ids)) for k, ids in groups.items()]
-
-
 # ----------------------------------------------------------------------------- the script
 
 
@@ -223,16 +166,33 @@ def default_setup() -> list[str]:
     return [f'export PATH={shlex.quote(str(prefix / "bin"))}:"$PATH"']
 
 
-def _sbatch_lines(settings: SlurmSettings) -> list[str]:
+def plan_slurm(settings: SlurmSettings, devices: Iterable[object]) -> tuple[SlurmPlan, str]:
+    """The ``SlurmPlan`` run_mapping.yaml records for these settings, and a note on what was defaulted.
+
+    ``devices`` are the runs' ``device`` values: without ``slurm.gpus_per_run``, a
+    sweep whose every run says ``device: cpu`` asks SLURM for no GPU (else 1).
+    """
+    values = {f.name: getattr(settings, f.name) for f in dataclasses.fields(SlurmPlan)}
+    note = ""
+    if settings.gpus_per_run is None:
+        on_cpu = all(str(d) == "cpu" for d in devices)
+        values["gpus_per_run"] = 0 if on_cpu else 1
+        if on_cpu:
+            note = ("slurm.gpus_per_run: 0, because every run's device is cpu "
+                    "(set slurm.gpus_per_run to ask for GPUs anyway)")
+    return SlurmPlan(**values), note
+
+
+def _sbatch_lines(plan: SlurmPlan, settings: SlurmSettings) -> list[str]:
     lines = []
     for key, opt in (("partition", "--partition"), ("account", "--account"), ("qos", "--qos"),
                      ("time", "--time"), ("cpus_per_task", "--cpus-per-task"), ("mem", "--mem"),
                      ("constraint", "--constraint")):
-        value = getattr(settings, key)
+        value = getattr(plan, key)
         if value is not None:
             lines.append(f"{opt}={sbatch_value(value, f'slurm.{key}')}")
-    if settings.gpus_per_run > 0:
-        lines.append(f"--gres=gpu:{settings.gpus_per_run}")
+    if plan.gpus_per_run > 0:
+        lines.append(f"--gres=gpu:{plan.gpus_per_run}")
     lines += [sbatch_extra_line(x) for x in settings.extra_sbatch]
     return lines
 
@@ -247,23 +207,21 @@ def _check_bash(text: str, what: str) -> None:
         raise SlurmSettingsError(f"{what} is not valid bash: {proc.stderr.strip()}")
 
 
-def render_submit_script(exp_dir: str | Path, mapping: dict[str, Any], settings: SlurmSettings | None = None) -> str:
-    """The text of ``submit.sbatch`` for an experiment directory (nothing is written).
+def render_submit_script(mapping: RunMapping, settings: SlurmSettings | None = None) -> str:
+    """The text of ``submit.sbatch`` for the run table ``mapping`` (nothing is written).
 
-    Raises ``SlurmSettingsError`` for a setting that cannot go into the script.
-
-    >>> text = render_submit_script("/exp", {"experiment_name": "demo", "runs": [{"index": 0}]})
-    >>> "#SBATCH --array=0\\n" in text
-    True
+    Resources come from ``mapping.slurm``; the job name, extra ``#SBATCH`` lines,
+    setup lines and stagger from ``settings``. Raises ``SlurmSettingsError`` for a
+    setting that cannot go into the script.
     """
-    import jinja2  # only `generate` renders; keep importing this module (and slurm.py) light
+    import jinja2  # only `generate` renders; keep importing this module light
 
     settings = settings or SlurmSettings()
-    exp = Path(exp_dir)  # only its name (a fallback job name): the script itself names no path
-    indices = sorted(int(r["index"]) for r in mapping.get("runs") or [])
+    plan = mapping.slurm
+    indices = sorted(r.index for r in mapping.runs)
     if not indices:
         raise SlurmError("the experiment has no runs, so there is nothing to put in a job array")
-    chunks = plan_arrays(indices, settings.max_array_size)
+    chunks = plan_arrays(indices, plan.max_array_size)
     if settings.setup is None:
         setup, setup_origin, python = default_setup(), "default: the environment generate ran in", sys.executable
     else:
@@ -271,22 +229,22 @@ def render_submit_script(exp_dir: str | Path, mapping: dict[str, Any], settings:
         if any("\0" in s for s in setup):
             raise SlurmSettingsError("slurm.setup contains a NUL character")
         _check_bash("\n".join(setup) + "\n", "slurm.setup")
-    k = settings.max_concurrent
-    header = {"max_concurrent": k, "max_array_size": settings.max_array_size, "runs": len(indices),
-              "arrays": len(chunks)}
+    k = plan.max_concurrent
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(Path(__file__).parent / "templates")),
         undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False,
     )
     text = env.get_template("submit.sbatch.j2").render(
-        experiment_comment=_comment(mapping.get("experiment_name", exp.name)),
+        experiment_comment=_comment(mapping.experiment_name),
         num_runs=len(indices),
         tool_version=__version__,
-        job_name=sbatch_value(settings.job_name or mapping.get("experiment_name") or exp.name, "slurm.job_name"),
+        job_name=sbatch_value(settings.job_name or mapping.experiment_name, "slurm.job_name"),
         array=chunks[0].spec(k),
-        nodes=settings.nodes,
-        sbatch_lines=_sbatch_lines(settings),
-        header_json=json.dumps(header, sort_keys=True),
+        log_pattern=SLURM_LOG_PATTERN,
+        log_dir=LOG_DIR,
+        mapping_file=MAPPING_FILE,
+        nodes=plan.nodes,
+        sbatch_lines=_sbatch_lines(plan, settings),
         setup=setup,
         setup_origin=setup_origin,
         stagger_ms=int(round(settings.stagger_seconds * 1000)),
@@ -297,40 +255,16 @@ def render_submit_script(exp_dir: str | Path, mapping: dict[str, Any], settings:
     return text
 
 
-def write_submit_script(exp_dir: Path, mapping: dict[str, Any], settings: SlurmSettings | None = None) -> Path:
+def write_submit_script(exp_dir: Path, mapping: RunMapping, settings: SlurmSettings | None = None) -> Path:
     """Render and (atomically) write ``EXP_DIR/submit.sbatch``; returns its path.
 
-    Called by ``generate`` with the run table it is writing (``mapping``, the
-    data of run_mapping.yaml) and the experiment's ``slurm:`` section. The
-    script names no path (tasks start in the experiment directory, which
+    The script names no path (tasks start in the experiment directory, which
     ``submit`` passes as ``--chdir``), so it may be written into a temporary
     directory that is renamed into place afterwards.
 
-    >>> write_submit_script(Path("outputs/demo"), mapping, SlurmSettings(gpus_per_run=0))   # doctest: +SKIP
+    >>> write_submit_script(Path("outputs/demo"), mapping, SlurmSettings(job_name="demo"))   # doctest: +SKIP
     PosixPath('outputs/demo/submit.sbatch')
     """
     path = Path(exp_dir) / SCRIPT_FILE
-    atomic_write_text(path, render_submit_script(exp_dir, mapping, settings), mode=0o755)
+    atomic_write_text(path, render_submit_script(mapping, settings), mode=0o755)
     return path
-
-
-# ----------------------------------------------------------------------------- the header
-
-
-def read_header(script: Path) -> dict[str, Any]:
-    """The settings line ``write_submit_script`` put in the script (``max_concurrent`` etc.; {} if absent)."""
-    return read_header_text(script.read_text(errors="replace"))
-
-
-def read_header_text(text: str) -> dict[str, Any]:
-    """``read_header`` of a script's text.
-
-    >>> read_header_text('#!/bin/bash\\n# torchtune_config_writer: {"max_concurrent": 2}\\n')
-    {'max_concurrent': 2}
-    """
-    for line in text.splitlines():
-        if line.startswith(HEADER_PREFIX):
-            with contextlib.suppress(ValueError):
-                return json.loads(line[len(HEADER_PREFIX):])
-    return {}
-

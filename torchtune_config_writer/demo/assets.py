@@ -9,7 +9,7 @@
   weights are the base of ``lora_llama2`` with the same dimensions;
 - ``data/alpaca_tiny.json``: a few hundred short alpaca-style records;
 - ``tiny_lora_cpu.yaml`` and ``experiment.yaml``: copies of
-  ``torchtune_config_writer/tiny/`` (linked from ``example_configs/tiny/``) with the placeholder ``__TINY_ASSETS__`` replaced
+  ``torchtune_config_writer/demo/tiny/`` (linked from ``example_configs/tiny/``) with the placeholder ``__TINY_ASSETS__`` replaced
   by the absolute path of ``dest``, so generated configs work from any cwd.
 
 Building is deterministic and idempotent: a marker file records a finished
@@ -19,7 +19,7 @@ build, and a second call only refreshes the two YAML copies (when they differ).
     >>> assets.experiment.name                                  # doctest: +SKIP
     'experiment.yaml'
 
-Also a command: ``python -m torchtune_config_writer.assets DEST``.
+Also a command: ``python -m torchtune_config_writer.demo.assets DEST``.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ConfigWriterError
+from ..errors import ConfigWriterError
 
 #: The placeholder in tiny/*.yaml replaced by the absolute assets directory.
 PLACEHOLDER = "__TINY_ASSETS__"
@@ -186,7 +186,7 @@ def _write_model(path: Path, vocab_size: int) -> None:
     """Save a random-init llama2 state dict (fixed seed) in torchtune's own format."""
     import torch
 
-    from .lazy import import_torchtune
+    from ..compile.components import import_torchtune
 
     import_torchtune()
     from torchtune.models.llama2 import llama2
@@ -224,10 +224,10 @@ def _materialize_configs(assets: TinyAssets, example_dir: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m torchtune_config_writer.assets DEST``: build and print the paths."""
+    """``python -m torchtune_config_writer.demo.assets DEST``: build and print the paths."""
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m torchtune_config_writer.assets DEST", file=sys.stderr)
+        print("usage: python -m torchtune_config_writer.demo.assets DEST", file=sys.stderr)
         return 2
     assets = build_tiny_assets(Path(args[0]))
     for field, value in vars(assets).items():

@@ -14,14 +14,12 @@ once, before any run is built, so a typo fails fast with suggestions.
 
 from __future__ import annotations
 
-import importlib
-import inspect
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any, Callable, Iterator, Literal
 
-from . import sigcache
-from .errors import AmbiguousKeyError, ConflictingKeyError, ExperimentSchemaError, UnknownKeyError, close_matches
+from ..errors import AmbiguousKeyError, ConflictingKeyError, ExperimentSchemaError, UnknownKeyError, close_matches, suggestion
+from .components import accepted_args
+from .tree import MISSING, all_paths, lookup, walk_paths
 
 #: Names researchers use for settings that live elsewhere in torchtune configs.
 #: An alias is tried after top-level keys and before the unique-leaf search.
@@ -75,17 +73,17 @@ def resolve_key(raw: str, tree: dict, section: str = "controls") -> Key:
         raise ExperimentSchemaError(f"{section}: '{raw}' is not a valid key (empty part in the dotted path)")
     path = tuple(name.split("."))
     if op == "add":
-        if _get(tree, path) is not _MISSING:
+        if lookup(tree, path) is not MISSING:
             raise ConflictingKeyError(
                 f"{section}: '{raw}' adds '{name}', but the base config already has it; drop the '+' to change it"
             )
-        parent = _get(tree, path[:-1]) if len(path) > 1 else tree
-        if parent is not _MISSING and parent is not None and not isinstance(parent, dict):
+        parent = lookup(tree, path[:-1]) if len(path) > 1 else tree
+        if parent is not MISSING and parent is not None and not isinstance(parent, dict):
             raise ExperimentSchemaError(f"{section}: '{raw}': '{'.'.join(path[:-1])}' is not a mapping, so nothing can be added under it")
         return Key(raw, path, op)
     if len(path) == 1 and name not in tree:
         path = _short_name(name, tree, section, raw, op)
-    elif _get(tree, path) is _MISSING and (op == "delete" or not _component_accepts(tree, path)):
+    elif lookup(tree, path) is MISSING and (op == "delete" or not _component_accepts(tree, path)):
         raise UnknownKeyError(_unknown_message(name, tree, section, raw, op))
     return Key(raw, path, op)
 
@@ -98,7 +96,7 @@ def check_nested(key: Key, value: Any, tree: dict, section: str) -> None:
     """
     if key.op != "set" or not isinstance(value, dict):
         return
-    node = _get(tree, key.path)
+    node = lookup(tree, key.path)
     if not isinstance(node, dict):
         return  # replacing null or a missing node; merge reports real type clashes
     if "_component_" in value and value["_component_"] != node.get("_component_"):
@@ -148,43 +146,14 @@ def leaf_index(tree: dict) -> dict[str, list[tuple[str, ...]]]:
     return index
 
 
-def all_paths(tree: dict) -> list[str]:
-    """Every dotted path of ``tree`` (mappings and leaves)."""
-    return [".".join(p) for p, _ in walk_paths(tree, include_mappings=True)]
-
-
 # ----------------------------------------------------------------------------- internals
-
-_MISSING = object()
-
-
-def _get(tree: Any, path: tuple[str, ...]) -> Any:
-    node = tree
-    for part in path:
-        if not isinstance(node, dict) or part not in node:
-            return _MISSING
-        node = node[part]
-    return node
-
-
-def walk_paths(tree: dict, prefix: tuple[str, ...] = (), include_mappings: bool = False) -> Iterator[tuple[tuple[str, ...], Any]]:
-    """Every ``(path, value)`` below ``tree``: the leaves, and with ``include_mappings`` the mappings too."""
-    for k, v in tree.items():
-        path = prefix + (str(k),)
-        if isinstance(v, dict):
-            if include_mappings:
-                yield path, v
-            yield from walk_paths(v, path, include_mappings)
-        else:
-            yield path, v
-
 
 def _short_name(name: str, tree: dict, section: str, raw: str, op: Op) -> tuple[str, ...]:
     matches = leaf_index(tree).get(name, [])
     alias = ALIASES.get(name)
     if alias:
         path = tuple(alias.split("."))
-        if _get(tree, path) is not _MISSING or _component_accepts(tree, path):
+        if lookup(tree, path) is not MISSING or _component_accepts(tree, path):
             # an alias never hides a key that really has this name (profiler.warmup_steps, a teacher's checkpoint_dir)
             matches = [path] + [m for m in matches if m != path]
     if len(matches) == 1:
@@ -211,16 +180,13 @@ def _unknown_message(name: str, tree: dict, section: str, raw: str, op: Op = "se
     if not candidates and "." in name:
         # a typo in the last part: compare with the siblings, and the arguments a component takes
         parent, _, last = name.rpartition(".")
-        node = _get(tree, tuple(parent.split(".")))
+        node = lookup(tree, tuple(parent.split(".")))
         if isinstance(node, dict):
             siblings = [str(k) for k in node if k != "_component_"]
             if isinstance(node.get("_component_"), str):
                 siblings += sorted(accepted_args(node["_component_"]) or ())
             candidates = [f"{parent}.{m}" for m in close_matches(last, siblings, cutoff=0.6)]
-    candidates = [c for c in dict.fromkeys(candidates) if c != name]
-    msg = f"{section}: unknown key '{raw}': the base config has no '{name}'."
-    if candidates:
-        msg += " Did you mean " + " or ".join(f"'{c}'" for c in candidates) + "?"
+    msg = f"{section}: unknown key '{raw}': the base config has no '{name}'." + suggestion(c for c in candidates if c != name)
     if op != "delete":
         msg += f" To add a new key on purpose, write '+{name}'."
     return msg
@@ -230,75 +196,11 @@ def _component_accepts(tree: dict, path: tuple[str, ...]) -> bool:
     """True when ``path[:-1]`` is a ``_component_`` node whose signature takes ``path[-1]``."""
     if len(path) < 2:
         return False
-    parent = _get(tree, path[:-1])
+    parent = lookup(tree, path[:-1])
     if not isinstance(parent, dict) or not isinstance(parent.get("_component_"), str):
         return False
     accepted = accepted_args(parent["_component_"])
     return accepted is None or path[-1] in accepted
-
-
-@lru_cache(maxsize=None)
-def accepted_args(component: str) -> frozenset[str] | None:
-    """Argument names a component accepts, or None when it takes any (``**kwargs``).
-
-    Imports the component (and so torch) only when asked, and only once per
-    installed torchtune (sigcache.py). torchtune's dataset builders pass
-    ``**kwargs`` on to ``datasets.load_dataset``, so for them the answer is their
-    own arguments plus load_dataset's: a typo there is caught.
-    """
-    if sigcache.cacheable(component):
-        names = sigcache.cached("accepted_args", (component,), lambda: _sorted_or_none(_accepted_args(component)))
-        return None if names is None else frozenset(names)
-    return _accepted_args(component)
-
-
-def _sorted_or_none(names: frozenset[str] | None) -> list[str] | None:
-    return None if names is None else sorted(names)
-
-
-def _accepted_args(component: str) -> frozenset[str] | None:
-    params = _parameters(component)
-    if params is None:
-        return None
-    names = _named(params)
-    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
-        if not component.startswith("torchtune.datasets"):
-            return None
-        names |= _named(_parameters("datasets.load_dataset") or {})
-    return frozenset(names)
-
-
-def _named(params: dict[str, inspect.Parameter]) -> set[str]:
-    return {n for n, p in params.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
-
-
-def _parameters(component: str) -> dict[str, inspect.Parameter] | None:
-    target = _import_dotted(component)
-    if target is None:
-        return {}
-    try:
-        return dict(inspect.signature(target).parameters)
-    except (TypeError, ValueError):
-        return None
-
-
-def _import_dotted(path: str) -> Any:
-    from .lazy import import_torchtune
-
-    import_torchtune()  # components import torchtune anyway; this keeps its import quiet
-    parts = path.split(".")
-    for i in range(len(parts), 0, -1):
-        try:
-            obj = importlib.import_module(".".join(parts[:i]))
-        except ImportError:
-            continue
-        try:
-            for attr in parts[i:]:
-                obj = getattr(obj, attr)
-        except AttributeError:
-            return None
-        return obj
-    return None
 
 
 def _no_repeats(keys: list[Key], section: str, locate: Callable[[str, str], str]) -> None:

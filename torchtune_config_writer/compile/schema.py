@@ -22,7 +22,7 @@ import pydantic
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
-from .errors import EmptyVariableError, ExperimentSchemaError, did_you_mean
+from ..errors import EmptyVariableError, ExperimentSchemaError, did_you_mean
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
@@ -49,7 +49,8 @@ class SlurmSettings(_Strict):
     qos: str | None = None
     time: str | None = None
     nodes: int = Field(1, ge=1)
-    gpus_per_run: int = Field(1, ge=0)
+    gpus_per_run: int | None = Field(None, ge=0)
+    """GPUs per run; default 0 when every run's device is cpu, else 1."""
     cpus_per_task: int | None = Field(None, ge=1)
     mem: str | None = None
     constraint: str | None = None
@@ -59,6 +60,16 @@ class SlurmSettings(_Strict):
     max_concurrent: int | None = Field(None, ge=1)
     stagger_seconds: float = Field(0, ge=0)
     max_array_size: int = Field(1001, ge=1)
+
+    @field_validator("nodes")
+    @classmethod
+    def _check_nodes(cls, v: int) -> int:
+        if v > 1:
+            raise ValueError(
+                f"{v} nodes per run is not supported yet: each run starts with torchrun --nnodes 1 on one node, "
+                "so the other nodes would sit idle; set nodes: 1 (or leave it out) and use gpus_per_run for more GPUs"
+            )
+        return v
 
     @field_validator("time")
     @classmethod

@@ -1,8 +1,10 @@
-"""Compile an experiment into runs, validate them, and write the experiment directory.
+"""Compile an experiment into runs and validate them; ``generate_configs`` is the whole compile side.
 
-The one-way flow: experiment spec → base config → run plan → files → report.
+The one-way flow: experiment spec (schema) → base config (loaders) → keys →
+merge → run plan (sweep) → rendered configs (render) → validation (validate)
+→ files (writer). Nothing here imports the execute side.
 
-    >>> result = generate_configs("example_configs/lora_rank_sweep.yaml",
+    >>> result = generate_configs("example_configs/lora_rank_study.yaml",
     ...                           output_dir="outputs/rank")      # doctest: +SKIP
     >>> [(r.run_id, r.parameters) for r in result.runs]            # doctest: +SKIP
     [('run_000', {'model.lora_rank': 8}), ...]
@@ -10,32 +12,25 @@ The one-way flow: experiment spec → base config → run plan → files → rep
 
 from __future__ import annotations
 
-import hashlib
+import copy
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .errors import (
-    ConflictingKeyError,
-    ExperimentDirError,
-    ExperimentSchemaError,
-    SweepError,
-    TorchtuneValidationError,
-)
+from .. import __version__
+from ..errors import ConflictingKeyError, ExperimentSchemaError, SweepError, TorchtuneValidationError
+from ..expdir import REPORT_FILE, RUNS_DIR, SlurmPlan, Validation, config_file, format_parameters
 from .keys import Key, check_conflicts, check_nested, resolve_key
 from .loaders import BaseConfig, load_base_config
 from .merge import apply
 from .render import Renderer
+from .sbatch import plan_slurm
 from .schema import Experiment, load_experiment
 from .sweep import RunPlan, plan_runs
 from .validate import Problem, path_warnings, validate_configs
-from .yamlio import dump, dump_plain
+from .writer import check_run_dirs, check_target, write_experiment_dir
 
 # Keys that hold per-run output paths; a fixed value shared by all runs makes them overwrite each other.
 _OUTPUT_KEY_NAMES = ("output_dir", "log_dir")
@@ -52,11 +47,20 @@ class RunResult:
     """Resolved dotted path → value."""
     labels: dict[str, Any]
     """The same values under the names the experiment file used."""
-    validation: str = "skipped"
-    """passed | failed | skipped"""
+    validation: Validation = Validation.SKIPPED
     problems: list[str] = field(default_factory=list)
     text: str = field(default="", repr=False)
-    config: dict = field(default_factory=dict, repr=False)
+    plain: dict = field(default_factory=dict, repr=False)
+    """The config as a plain dict, sharing unchanged parts with the other runs: read it, never change it."""
+    _own_config: dict | None = field(default=None, repr=False)
+
+    @property
+    def config(self) -> dict:
+        """The config as a plain dict of this run's own (changing it changes no other run)."""
+        if self._own_config is None:
+            # copied on first use: runs share their unchanged parts, which costs nothing for 10,000 runs
+            self._own_config = copy.deepcopy(self.plain)
+        return self._own_config
 
 
 @dataclass
@@ -70,11 +74,15 @@ class GenerationResult:
     distributed: bool
     variables: list[str]
     runs: list[RunResult]
+    slurm: SlurmPlan
+    """The resolved ``slurm:`` settings recorded in run_mapping.yaml."""
     problems: list[Problem]
     validated: bool
     written: bool = False
     warnings: list[Problem] = field(default_factory=list)
     """Input files not found on this machine (the runs may still find them where they run)."""
+    notes: list[str] = field(default_factory=list)
+    """Settings the compiler chose for the user (e.g. no GPU for runs on the CPU)."""
 
     @property
     def ok(self) -> bool:
@@ -101,33 +109,39 @@ def generate_configs(
     exp = load_experiment(experiment)
     experiment_dir = resolve_experiment_dir(exp, output_dir)
     if write:
-        _check_target(experiment_dir, force)
+        check_target(experiment_dir, force)
     result = compile_experiment(exp, experiment_dir)
     if write:
-        _check_run_dirs(result)
+        check_run_dirs([r.output_dir for r in result.runs], experiment_dir)
     if validate:
-        configs = [(r.run_id, r.config) for r in result.runs]
-        result.problems = validate_configs(configs)
-        result.warnings = path_warnings(configs, experiment_dir)
-        by_run: dict[str, list[str]] = {}
-        for p in result.problems:
-            by_run.setdefault(p.run_id, []).append(f"{p.key}: {p.message}")
-        for run in result.runs:
-            run.problems = by_run.get(run.run_id, [])
-            run.validation = "failed" if run.problems else "passed"
-        result.validated = True
+        _validate(result)
     if write:
         write_experiment_dir(result, force)
     if strict and result.problems:
+        failed = sum(r.validation == Validation.FAILED for r in result.runs)
         err = TorchtuneValidationError(
-            f"{sum(r.validation == 'failed' for r in result.runs)} of {len(result.runs)} configs failed validation:\n"
+            f"{failed} of {len(result.runs)} configs failed validation:\n"
             + "\n".join(f"  {p}" for p in result.problems)
-            + (f"\n  Report: {experiment_dir / 'validation_report.txt'}" if write else ""),
+            + (f"\n  Report: {experiment_dir / REPORT_FILE}" if write else ""),
             result.problems,
         )
         err.result = result
         raise err
     return result
+
+
+def _validate(result: GenerationResult) -> None:
+    """Validate every run in this process; record the problems on the result and on each run."""
+    configs = [(r.run_id, r.plain) for r in result.runs]
+    result.problems = validate_configs(configs)
+    result.warnings = path_warnings(configs, result.experiment_dir)
+    by_run: dict[str, list[str]] = {}
+    for p in result.problems:
+        by_run.setdefault(p.run_id, []).append(f"{p.key}: {p.message}")
+    for run in result.runs:
+        run.problems = by_run.get(run.run_id, [])
+        run.validation = Validation.FAILED if run.problems else Validation.PASSED
+    result.validated = True
 
 
 def compile_experiment(exp: Experiment, experiment_dir: Path) -> GenerationResult:
@@ -174,15 +188,16 @@ def compile_experiment(exp: Experiment, experiment_dir: Path) -> GenerationResul
             RunResult(
                 run_id=plan.run_id,
                 index=plan.index,
-                config_path=experiment_dir / "configs" / f"{plan.run_id}.yaml",
+                config_path=experiment_dir / config_file(plan.run_id),
                 output_dir=output_dir,
                 parameters=plan.parameters,
                 labels=labels,
                 text=_header(exp, base, plan, labels) + text,
-                config=config,
+                plain=config,
             )
         )
     _refuse_collisions(runs, [k.path for k in var_keys])
+    slurm, slurm_note = plan_slurm(exp.slurm, (r.plain.get("device", "cuda") for r in runs))
     return GenerationResult(
         experiment=exp,
         experiment_dir=experiment_dir,
@@ -191,8 +206,10 @@ def compile_experiment(exp: Experiment, experiment_dir: Path) -> GenerationResul
         distributed=base.distributed,
         variables=[k.dotted for k in var_keys],
         runs=runs,
+        slurm=slurm,
         problems=[],
         validated=False,
+        notes=[slurm_note] if slurm_note else [],
     )
 
 
@@ -243,17 +260,17 @@ def _refuse_output_dir(key: Key, section: str) -> None:
 def _refuse_collisions(runs: list[RunResult], var_paths: list[tuple[str, ...]]) -> None:
     seen: dict[str, str] = {}
     for run in runs:
-        body = dict(run.config)
+        body = dict(run.plain)
         body.pop("output_dir", None)
         digest = json.dumps(body, sort_keys=True, default=str)
         if digest in seen:
             raise SweepError(
-                f"{seen[digest]} and {run.run_id} would be identical configs ({_fmt(run.labels)}); "
+                f"{seen[digest]} and {run.run_id} would be identical configs ({format_parameters(run.labels)}); "
                 "remove the repeated variable value (note 1e-4 and 0.0001 are the same number)"
             )
         seen[digest] = run.run_id
     if len(runs) > 1:
-        for path, value in _output_leaves(runs[0].config):
+        for path, value in _output_leaves(runs[0].plain):
             if path in var_paths or not isinstance(value, str) or "${" in value:
                 continue
             raise SweepError(
@@ -275,157 +292,11 @@ def _output_leaves(node: Any, prefix: tuple[str, ...] = ()):
                 yield path, v
 
 
-def _check_target(experiment_dir: Path, force: bool) -> None:
-    if experiment_dir.exists() and not experiment_dir.is_dir():
-        raise ExperimentDirError(f"'{experiment_dir}' exists and is a file; choose another --output-dir")
-    if not experiment_dir.exists() or not any(experiment_dir.iterdir()):
-        return
-    if not force:
-        raise ExperimentDirError(
-            f"'{experiment_dir}' already exists and is not empty; nothing was written. "
-            "Choose another --output-dir, or pass --force to replace an earlier generation that has not run."
-        )
-    if not (experiment_dir / "run_mapping.yaml").is_file():
-        raise ExperimentDirError(
-            f"'{experiment_dir}' is not an experiment directory (no run_mapping.yaml); --force only replaces "
-            "an earlier generation. Choose another --output-dir."
-        )
-    started = _started_runs(experiment_dir)
-    if started:
-        raise ExperimentDirError(
-            f"'{experiment_dir}' holds results of {len(started)} run(s) ({', '.join(started[:5])}"
-            f"{', ...' if len(started) > 5 else ''}); --force never deletes runs. Choose another --output-dir, "
-            "or move that directory away yourself."
-        )
-
-
-def _started_runs(experiment_dir: Path) -> list[str]:
-    names = {p.stem for p in (experiment_dir / "status").glob("run_*.json")}
-    runs_dir = experiment_dir / "runs"
-    if runs_dir.is_dir():
-        names |= {p.name for p in runs_dir.iterdir() if p.is_dir() and any(p.iterdir())}
-    return sorted(names)
-
-
-def _check_run_dirs(result: GenerationResult) -> None:
-    inside = result.experiment_dir
-    used = [
-        r.run_id for r in result.runs
-        if not r.output_dir.is_relative_to(inside) and r.output_dir.is_dir() and any(r.output_dir.iterdir())
-    ]
-    if used:
-        raise ExperimentDirError(
-            f"the run output directories of {', '.join(used[:5])} already hold files (under "
-            f"'{result.runs[0].output_dir.parent}'); another experiment wrote there. Set output.runs_dir elsewhere."
-        )
-
-
 def _runs_root(exp: Experiment, experiment_dir: Path) -> Path:
     if exp.output.runs_dir:
         # several experiments may share one scratch root: keep them apart by directory name
         return (exp.base_dir / Path(exp.output.runs_dir).expanduser()).resolve() / experiment_dir.name
-    return experiment_dir / "runs"
-
-
-# ----------------------------------------------------------------------------- writing
-
-
-def write_experiment_dir(result: GenerationResult, force: bool = False) -> None:
-    """Write every file into a temporary sibling directory, then move it into place in one rename."""
-    final = result.experiment_dir
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
-    try:
-        _write_files(result, tmp)
-        if final.exists():
-            _check_target(final, force)  # re-check: a run may have started since
-            old = final.with_name(f".{final.name}.old-{os.getpid()}")
-            os.rename(final, old)
-            os.rename(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    result.written = True
-
-
-def _write_files(result: GenerationResult, root: Path) -> None:
-    exp = result.experiment
-    (root / "configs").mkdir()
-    (root / "experiment.yaml").write_text(exp.source_text if exp.source_text is not None else dump(_experiment_dict(exp)))
-    runs = []
-    for run in result.runs:
-        data = run.text.encode()
-        (root / "configs" / f"{run.run_id}.yaml").write_bytes(data)
-        runs.append({
-            "run_id": run.run_id,
-            "index": run.index,
-            "config": f"configs/{run.run_id}.yaml",
-            "config_sha256": hashlib.sha256(data).hexdigest(),
-            "output_dir": str(run.output_dir),
-            "parameters": run.parameters,
-            "validation": run.validation,
-        })
-    mapping = {
-        "experiment_name": exp.experiment_name,
-        "recipe": result.recipe,
-        "distributed": result.distributed,
-        ("base_config" if exp.base_config else "base_config_file"): result.base,
-        "created": datetime.now().isoformat(timespec="seconds"),
-        "tool_version": __version__,
-        "variables": result.variables,
-        "validation": "skipped" if not result.validated else ("failed" if result.problems else "passed"),
-        "runs": runs,
-    }
-    (root / "run_mapping.yaml").write_text(dump_plain(mapping))
-    (root / "validation_report.txt").write_text(validation_report(result))
-    from .sbatch import write_submit_script
-
-    # ``root`` is a temporary directory renamed into place afterwards: the script names no path.
-    write_submit_script(root, mapping, exp.slurm)
-
-
-def validation_report(result: GenerationResult) -> str:
-    """The text of validation_report.txt."""
-    lines = [
-        f"experiment: {result.experiment.experiment_name}",
-        f"base: {result.base} (recipe {result.recipe})",
-        f"runs: {len(result.runs)}",
-        "",
-    ]
-    if not result.validated:
-        lines.append("validation skipped (--no-validate); these configs have not been checked")
-        return "\n".join(lines) + "\n"
-    for run in result.runs:
-        status = "PASS" if run.validation == "passed" else "FAIL"
-        lines.append(f"{status} {run.run_id} ({_fmt(run.labels) or 'no variables'})")
-        lines.extend(f"     {p}" for p in run.problems)
-    failed = sum(r.validation == "failed" for r in result.runs)
-    lines += ["", f"{len(result.runs) - failed} passed, {failed} failed"]
-    if result.warnings:
-        lines += ["", "Warnings (not errors; checked on the machine that generated the configs):"]
-        lines += [f"  {w}" for w in summarize_warnings(result.warnings, len(result.runs))]
-    return "\n".join(lines) + "\n"
-
-
-def summarize_warnings(warnings: list[Problem], total_runs: int) -> list[str]:
-    """One line per distinct warning, naming the runs it concerns (``all 64 runs`` when it is every run)."""
-    runs: dict[tuple[str, str], list[str]] = {}
-    for w in warnings:
-        runs.setdefault((w.key, w.message), []).append(w.run_id)
-    lines = []
-    for (key, message), ids in runs.items():
-        which = f"all {total_runs} runs" if len(ids) == total_runs and total_runs > 1 else ", ".join(ids[:5]) + (" ..." if len(ids) > 5 else "")
-        lines.append(f"{key}: {message} ({which})")
-    return lines
-
-
-def _experiment_dict(exp: Experiment) -> dict:
-    data = exp.model_dump(mode="json", exclude_defaults=True)
-    data.setdefault("experiment_name", exp.experiment_name)
-    return data
+    return experiment_dir / RUNS_DIR
 
 
 def _header(exp: Experiment, base: BaseConfig, plan: RunPlan, labels: dict[str, Any]) -> str:
@@ -434,10 +305,7 @@ def _header(exp: Experiment, base: BaseConfig, plan: RunPlan, labels: dict[str, 
         f"# Base: {base.name or base.path} (recipe {base.recipe})",
     ]
     if labels:
-        lines.append(f"# Parameters: {_fmt(plan.parameters)}")
-    lines.append(f"# Run: tune run {base.recipe} --config configs/{plan.run_id}.yaml")
+        lines.append(f"# Parameters: {format_parameters(plan.parameters)}")
+    launch = f"python {base.recipe}" if base.recipe.endswith(".py") else f"tune run {base.recipe}"
+    lines.append(f"# Run: {launch} --config {config_file(plan.run_id)}")
     return "\n".join(lines) + "\n\n"
-
-
-def _fmt(params: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in params.items())

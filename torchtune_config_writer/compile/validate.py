@@ -19,9 +19,10 @@ from pathlib import Path
 from functools import lru_cache
 from typing import Any, Iterator, Sequence
 
+from ..errors import did_you_mean
 from . import sigcache
-from .errors import close_matches
-from .keys import accepted_args, all_paths, walk_paths
+from .components import accepted_args, import_component, import_error_message, import_torchtune
+from .tree import MISSING, all_paths, lookup, walk_paths
 
 
 @dataclass(frozen=True)
@@ -84,8 +85,6 @@ def _check_component_now(component: Any, arg_names: tuple[str, ...], top: bool) 
 
     from omegaconf import OmegaConf
 
-    from .lazy import import_torchtune
-
     tt_config = import_torchtune().config
     from torchtune.config._errors import ConfigError, InstantiationError
 
@@ -97,12 +96,14 @@ def _check_component_now(component: Any, arg_names: tuple[str, ...], top: bool) 
             tt_config.validate(node)
         else:
             # torchtune validates top-level nodes only; check nested ones the same way
-            target = tt_config._utils._get_component_from_path(component)
+            target = import_component(component)
+            if target is None:
+                return (import_error_message(component),)
             inspect.signature(target).bind_partial(**{n: None for n in arg_names})
     except ConfigError as e:
         return tuple(_explain_type_error(str(err), component) for err in e.errors)
-    except InstantiationError as e:
-        return (_explain_import_error(component, e),)
+    except InstantiationError:
+        return (import_error_message(component),)
     except (TypeError, ValueError) as e:
         return (_explain_type_error(str(e), component),)
     # torchtune binds **kwargs without complaint; a dataset builder's end up in datasets.load_dataset
@@ -115,31 +116,9 @@ def _check_component_now(component: Any, arg_names: tuple[str, ...], top: bool) 
 def _explain_type_error(text: str, component: str) -> str:
     bad = re.search(r"unexpected keyword argument '([^']+)'", text)
     if bad:
-        hint = close_matches(bad.group(1), accepted_args(component) or ())
-        fix = f" Did you mean '{hint[0]}'?" if hint else ""
+        fix = did_you_mean(bad.group(1), accepted_args(component) or (), n=1)
         return f"{component} does not accept argument '{bad.group(1)}'.{fix}"
     return f"{component}: {text.strip()}"
-
-
-def _explain_import_error(component: str, err: Exception) -> str:
-    import importlib.util
-
-    top = component.split(".")[0]
-    if importlib.util.find_spec(top) is None:
-        return (f"cannot import component '{component}': module '{top}' is not installed here "
-                f"(pip install {top}, or choose another component)")
-    module, _, attr = component.rpartition(".")
-    hint = ""
-    try:
-        import importlib
-
-        close = close_matches(attr, dir(importlib.import_module(module)))
-        hint = f" Did you mean '{module}.{close[0]}'?" if close else ""
-    except Exception:
-        pass
-    return f"cannot import component '{component}': '{attr}' not found in '{module}'.{hint}"
-
-
 
 
 # ----------------------------------------------------------------------------- interpolations
@@ -157,9 +136,8 @@ def _check_interpolations(cfg: dict) -> Iterator[tuple[str, str]]:
             if ":" in ref or ref.startswith("."):
                 yield from _resolve_with_omegaconf(cfg, path)  # resolvers and relative refs: ask OmegaConf
                 break
-            if _lookup(cfg, ref) is _MISSING:
-                close = close_matches(ref, all_paths(cfg))
-                hint = f" Did you mean '${{{close[0]}}}'?" if close else ""
+            if lookup(cfg, ref, index_lists=True) is MISSING:
+                hint = did_you_mean(ref, all_paths(cfg), n=1, show=lambda m: f"${{{m}}}")
                 yield path, f"interpolation '${{{ref}}}' points to a key the config does not have.{hint}"
 
 
@@ -173,21 +151,6 @@ def _resolve_with_omegaconf(cfg: dict, path: str) -> Iterator[tuple[str, str]]:
         yield path, f"cannot resolve interpolation: {str(e).splitlines()[0]}"
     except Exception as e:  # a custom resolver may raise anything
         yield path, f"cannot resolve interpolation: {e}"
-
-
-_MISSING = object()
-
-
-def _lookup(cfg: Any, dotted: str) -> Any:
-    node = cfg
-    for part in dotted.split("."):
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
-        else:
-            return _MISSING
-    return node
 
 
 # ----------------------------------------------------------------------------- paths (warnings)
@@ -266,17 +229,15 @@ def _check_fields(cfg: dict) -> Iterator[tuple[str, str]]:
             if not (isinstance(lr, str) and "${" in lr):
                 yield "optimizer.lr", f"must be a positive number, got {lr!r}"
     if "dtype" in cfg and cfg["dtype"] is not None and cfg["dtype"] not in _DTYPES:
-        hint = close_matches(str(cfg["dtype"]), _DTYPES)
-        yield "dtype", f"must be one of {', '.join(_DTYPES)}, got {cfg['dtype']!r}." + (f" Did you mean '{hint[0]}'?" if hint else "")
+        yield "dtype", f"must be one of {', '.join(_DTYPES)}, got {cfg['dtype']!r}." + did_you_mean(str(cfg["dtype"]), _DTYPES, n=1)
     if "device" in cfg and not (isinstance(cfg["device"], str) and _DEVICE.match(cfg["device"])):
         yield "device", f"must be a device such as cpu, cuda or cuda:0, got {cfg['device']!r}"
     checkpointer = cfg.get("checkpointer")
     if isinstance(checkpointer, dict) and "model_type" in checkpointer:
         known = _model_types()
         if known and checkpointer["model_type"] not in known:
-            hint = close_matches(str(checkpointer["model_type"]), known)
             yield "checkpointer.model_type", f"unknown model_type {checkpointer['model_type']!r}." + (
-                f" Did you mean '{hint[0]}'?" if hint else f" Known: {', '.join(known)}"
+                did_you_mean(str(checkpointer["model_type"]), known, n=1) or f" Known: {', '.join(known)}"
             )
 
 
@@ -290,8 +251,6 @@ def _model_types() -> tuple[str, ...]:
 
 
 def _model_types_now() -> tuple[str, ...]:
-    from .lazy import import_torchtune
-
     import_torchtune()
     try:
         from torchtune.training.checkpointing._utils import ModelType

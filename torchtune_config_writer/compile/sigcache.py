@@ -26,7 +26,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
 
-from . import __version__
+from .. import __version__
 
 ENV = "TORCHTUNE_CONFIG_WRITER_CACHE"
 #: Packages whose components' answers are cached: installed, versioned, not edited by users.
@@ -67,7 +67,7 @@ class _Store:
     def save(self) -> None:
         if not self.dirty:
             return
-        from .atomic import atomic_write_text
+        from ..atomic import atomic_write_text
 
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)

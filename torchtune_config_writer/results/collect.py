@@ -2,8 +2,9 @@
 
 For each run of ``run_mapping.yaml``: its parameters, its status record, and
 what torchtune's DiskLogger wrote (``Step 3 | loss:6.37 lr:0.00029
-tokens_per_second_per_gpu:27375.6``) under its metric log directory. A run
-without logs or status gets empty cells, never an error.
+tokens_per_second_per_gpu:27375.6``) under the metric log directory that
+run_mapping.yaml records for it (resolved at generation: no config is parsed
+here). A run without logs or status gets empty cells, never an error.
 
     >>> path = collect("outputs/tiny_rank_lr")          # doctest: +SKIP
     >>> print(path.with_suffix(".md").read_text())       # doctest: +SKIP
@@ -14,12 +15,16 @@ from __future__ import annotations
 import csv
 import json
 import re
+from collections import Counter
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from ..expdir import (
+    LOSS_PLOT, RESULTS_CSV, RESULTS_MD, MetricLog, RunEntry, RunMapping, State, StatusRecord, format_parameters,
+    load_mapping, read_all,
+)
 from .plots import loss_plot_svg
-from .status import load_mapping, read_all, wall_seconds
 
 METRIC_COLUMNS = ["status", "exit_code", "steps", "final_loss", "min_loss", "mean_tokens_per_s", "wall_time_s"]
 
@@ -63,17 +68,19 @@ def summarize(steps: dict[int, dict[str, float]]) -> dict[str, Any]:
     }
 
 
-def metric_log_file(config_path: Path, output_dir: Path, started: str | None = None) -> Path | None:
+def metric_log_file(log: MetricLog | None, started: str | None = None) -> Path | None:
     """The DiskLogger file of a run's latest attempt, or None.
 
-    The log directory comes from the run's config (``metric_logger.log_dir``,
-    usually ``${output_dir}/logs``); each attempt writes a new ``log_<time>.txt``,
-    so the newest file written since the run's ``started`` time is the one.
+    Each attempt writes a new ``log_<time>.txt`` into the run's log directory
+    (unless the config fixes a file name), so the newest file written since the
+    run's ``started`` time is the one.
     """
-    log_dir, filename = _log_location(config_path, output_dir)
-    if log_dir is None or not log_dir.is_dir():
+    if log is None:
+        return None  # metrics went to another logger (wandb, tensorboard...)
+    log_dir = Path(log.dir)
+    if not log_dir.is_dir():
         return None
-    files = [log_dir / filename] if filename else list(log_dir.glob("*.txt"))
+    files = [log_dir / log.filename] if log.filename else list(log_dir.glob("*.txt"))
     files = [f for f in files if f.is_file()]
     if started:
         try:
@@ -84,30 +91,16 @@ def metric_log_file(config_path: Path, output_dir: Path, started: str | None = N
     return max(files, key=lambda f: f.stat().st_mtime) if files else None
 
 
-def _log_location(config_path: Path, output_dir: Path) -> tuple[Path | None, str | None]:
-    """(log_dir, fixed filename or None) of a DiskLogger config; the default when unreadable."""
-    default = (output_dir / "logs", None)
-    try:
-        from omegaconf import OmegaConf  # torchtune's config library, light to import
-
-        cfg = OmegaConf.load(config_path)
-        cfg.output_dir = str(output_dir)  # as the run saw it
-        logger = cfg.get("metric_logger")
-        if logger is None or not str(logger.get("_component_", "")).endswith("DiskLogger"):
-            return None, None  # metrics went to another logger (wandb, tensorboard...)
-        return Path(str(logger.log_dir)), (str(logger.filename) if logger.get("filename") else None)
-    except Exception:
-        # A config we cannot read must not stop the collection of the others: guess the default.
-        return default
-
-
-def run_steps(exp: Path, run: dict[str, Any], record: dict[str, Any]) -> dict[int, dict[str, float]]:
+def run_steps(run: RunEntry, record: StatusRecord) -> dict[int, dict[str, float]]:
     """The metrics a run logged, per step ({} when it logged nothing yet)."""
-    log = metric_log_file(exp / run["config"], Path(run["output_dir"]), record.get("started"))
+    log = metric_log_file(run.metric_log, record.started)
     try:
         return parse_disk_log(log.read_text(errors="replace")) if log else {}
     except OSError:
         return {}
+
+
+Row = tuple[RunEntry, StatusRecord, dict[int, dict[str, float]]]
 
 
 def collect_rows(exp_dir: str | Path) -> tuple[list[str], list[dict[str, Any]]]:
@@ -117,22 +110,21 @@ def collect_rows(exp_dir: str | Path) -> tuple[list[str], list[dict[str, Any]]]:
     return _table(mapping, _runs_with_steps(exp, mapping))
 
 
-def _runs_with_steps(exp: Path, mapping: dict[str, Any]) -> list[tuple[dict, dict, dict[int, dict[str, float]]]]:
+def _runs_with_steps(exp: Path, mapping: RunMapping) -> list[Row]:
     """(run, status record, logged metrics per step) for every run, in index order: read once."""
     statuses = read_all(exp, mapping)
-    runs = sorted(mapping["runs"], key=lambda r: int(r["index"]))
-    return [(run, statuses[run["run_id"]], run_steps(exp, run, statuses[run["run_id"]])) for run in runs]
+    runs = sorted(mapping.runs, key=lambda r: r.index)
+    return [(run, statuses[run.run_id], run_steps(run, statuses[run.run_id])) for run in runs]
 
 
-def _table(mapping: dict[str, Any], runs: list[tuple[dict, dict, dict]]) -> tuple[list[str], list[dict[str, Any]]]:
-    variables = [str(v) for v in mapping.get("variables") or []]
+def _table(mapping: RunMapping, runs: list[Row]) -> tuple[list[str], list[dict[str, Any]]]:
+    variables = list(mapping.variables)
     rows = []
     for run, rec, steps in runs:
-        params = run.get("parameters") or {}
-        row: dict[str, Any] = {"run_id": run["run_id"], **{v: params.get(v) for v in variables}}
-        row.update(status=rec["state"], exit_code=rec.get("exit_code"))
+        row: dict[str, Any] = {"run_id": run.run_id, **{v: run.parameters.get(v) for v in variables}}
+        row.update(status=str(rec.state), exit_code=rec.exit_code)
         row.update(summarize(steps))
-        row["wall_time_s"] = wall_seconds(rec)
+        row["wall_time_s"] = rec.wall_seconds()
         rows.append(row)
     return ["run_id", *variables, *METRIC_COLUMNS], rows
 
@@ -174,11 +166,11 @@ def by_variable(variables: list[str], rows: list[dict[str, Any]]) -> str:
             values.setdefault(_cell(r.get(var)), []).append(r)
         table_rows = []
         for value, group in values.items():
-            losses = [r["final_loss"] for r in group if r.get("status") == "completed" and r.get("final_loss") is not None]
+            losses = [r["final_loss"] for r in group if r.get("status") == State.COMPLETED and r.get("final_loss") is not None]
             table_rows.append({
                 var: value,
                 "runs": len(group),
-                "completed": sum(r.get("status") == "completed" for r in group),
+                "completed": sum(r.get("status") == State.COMPLETED for r in group),
                 "mean_final_loss": sum(losses) / len(losses) if losses else None,
                 "best_final_loss": min(losses) if losses else None,
             })
@@ -197,29 +189,26 @@ def collect(exp_dir: str | Path) -> Path:
     mapping = load_mapping(exp)
     runs = _runs_with_steps(exp, mapping)
     columns, rows = _table(mapping, runs)
-    csv_path = exp / "results.csv"
+    csv_path = exp / RESULTS_CSV
     with open(csv_path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(columns)
         writer.writerows([[_cell(r.get(c)) for c in columns] for r in rows])
-    name = mapping.get("experiment_name", exp.name)
-    variables = [str(v) for v in mapping.get("variables") or []]
-    counts: dict[str, int] = {}
-    for r in rows:
-        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    name = mapping.experiment_name
+    counts = Counter(r["status"] for r in rows)
     md = (
         f"# Results: {name}\n\n{markdown_table(columns, rows)}\n\n"
         f"{len(rows)} runs: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + ". "
         "Losses and tokens/s from each run's DiskLogger log; wall time from status/.\n"
     )
-    if variables:
-        md += f"\n## By variable\n\n{by_variable(variables, rows)}\n"
+    if mapping.variables:
+        md += f"\n## By variable\n\n{by_variable(list(mapping.variables), rows)}\n"
     curves = {}
     for run, _, steps in runs:
-        label = " ".join([run["run_id"], *(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in (run.get("parameters") or {}).items())])
+        label = " ".join([run.run_id, format_parameters(run.parameters, short=True, sep=" ")]).strip()
         curves[label] = [(step, m["loss"]) for step, m in sorted(steps.items()) if "loss" in m]
     if any(curves.values()):
-        (exp / "loss_curves.svg").write_text(loss_plot_svg(curves, f"Training loss: {name}"))
-        md += "\n![training loss per run](loss_curves.svg)\n"
-    (exp / "results.md").write_text(md)
+        (exp / LOSS_PLOT).write_text(loss_plot_svg(curves, f"Training loss: {name}"))
+        md += f"\n![training loss per run]({LOSS_PLOT})\n"
+    (exp / RESULTS_MD).write_text(md)
     return csv_path

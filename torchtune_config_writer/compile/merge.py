@@ -19,7 +19,7 @@ from typing import Any
 
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
-from .errors import TypeMismatchError, UnknownKeyError
+from ..errors import TypeMismatchError, UnknownKeyError
 from .keys import Key, split_op
 
 

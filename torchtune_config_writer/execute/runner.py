@@ -1,4 +1,9 @@
-"""Run the configs of an experiment directory with ``tune run`` and record each run's status.
+"""Run the configs of an experiment directory and record each run's status.
+
+A run starts as ``tune run <recipe> --config configs/run_NNN.yaml`` (torchrun
+options for distributed recipes); a custom recipe file starts as
+``python recipe.py --config ...`` (through torchrun when distributed), since
+``tune run`` cannot run a recipe given by path.
 
 ``run_one`` runs one run (what each SLURM array task calls); ``run_experiment``
 runs a selection locally, one after another or N at a time. Both only read the
@@ -17,6 +22,7 @@ process itself is killed with SIGKILL.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shlex
 import signal
@@ -31,12 +37,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any, Callable, Iterable, Iterator
 
-from .errors import ConfigWriterError
-from .status import (
-    CANCELLED, COMPLETED, FAILED, LOG_DIR, PENDING, RUNNING,
-    RunNotRunnableError, check_all_runnable, check_runnable, find_run, load_mapping, read_all, read_status,
-    select_runs, write_status,
+from ..errors import ConfigWriterError, RunNotRunnableError
+from ..expdir import (
+    LOG_DIR, RunEntry, RunMapping, State, StatusRecord, format_parameters, load_mapping, local_log_file, read_all,
+    read_status, slurm_log_file, write_status,
 )
+from .selection import check_all_runnable, check_runnable, find_run, select_runs
 
 #: Environment variable giving torchrun's --nproc_per_node for distributed recipes.
 NPROC_ENV = "TORCHTUNE_CONFIG_WRITER_NPROC_PER_NODE"
@@ -63,19 +69,30 @@ def tune_command() -> list[str]:
     return [str(exe)] if exe.is_file() else [sys.executable, "-m", "torchtune._cli.tune"]
 
 
-def build_command(mapping: dict[str, Any], run: dict[str, Any], nproc_per_node: int | str | None = None) -> list[str]:
-    """The ``tune run`` command line of a run, relative to the experiment directory.
+def build_command(mapping: RunMapping, run: RunEntry, nproc_per_node: int | str | None = None) -> list[str]:
+    """The command line of a run, relative to the experiment directory.
 
-    >>> m = {"recipe": "lora_finetune_single_device", "distributed": False}
-    >>> build_command(m, {"config": "configs/run_000.yaml"})[-4:]
+    >>> m = dataclasses.replace(mapping, recipe="lora_finetune_single_device", distributed=False)  # doctest: +SKIP
+    >>> build_command(m, run)[-4:]                                                                 # doctest: +SKIP
     ['run', 'lora_finetune_single_device', '--config', 'configs/run_000.yaml']
     """
+    # torchrun options: runs sharing a node must not collide, so each gets a free port (--standalone).
+    torchrun = ["--nnodes", "1", "--nproc_per_node", str(nproc_for(nproc_per_node))]
+    config = ["--config", run.config]
+    if is_recipe_file(mapping.recipe):
+        # `tune run /path/recipe.py` hands the path to runpy.run_module, which refuses it: run the file itself.
+        if mapping.distributed:
+            return [sys.executable, "-m", "torch.distributed.run", *torchrun, "--standalone", mapping.recipe, *config]
+        return [sys.executable, mapping.recipe, *config]
     cmd = tune_command() + ["run"]
-    if mapping.get("distributed"):
-        # torchrun options go before the recipe name; tune run adds --standalone (a free port),
-        # so runs sharing a node do not collide.
-        cmd += ["--nnodes", "1", "--nproc_per_node", str(nproc_for(nproc_per_node))]
-    return cmd + [str(mapping["recipe"]), "--config", str(run["config"])]
+    if mapping.distributed:
+        cmd += torchrun  # before the recipe name; tune run adds --standalone itself
+    return cmd + [mapping.recipe, *config]
+
+
+def is_recipe_file(recipe: str) -> bool:
+    """True for a recipe given as a path to a .py file rather than a registry name."""
+    return recipe.endswith(".py")
 
 
 def nproc_for(nproc_per_node: int | str | None = None) -> int | str:
@@ -101,38 +118,39 @@ class _Child:
     """A started run: its process, its status record and its open log."""
 
     exp_dir: Path
-    run: dict[str, Any]
+    run: RunEntry
     proc: subprocess.Popen
-    record: dict[str, Any]
+    record: StatusRecord
     log: IO | None
     t0: float = field(default_factory=time.monotonic)
     done: bool = False
 
     @property
     def run_id(self) -> str:
-        return self.run["run_id"]
+        return self.run.run_id
 
     @property
     def elapsed(self) -> float:
         return time.monotonic() - self.t0
 
-    def finish(self, state: str | None = None) -> str:
+    def finish(self, state: State | None = None) -> State:
         """Record the outcome of an exited child (``completed``/``failed``, or ``state``)."""
         code = _exit_code(self.proc.wait())
-        self.record.update(state=state or (COMPLETED if code == 0 else FAILED), exit_code=code, ended=_now())
+        self.record = dataclasses.replace(self.record, state=state or (State.COMPLETED if code == 0 else State.FAILED),
+                                          exit_code=code, ended=_now())
         if self.log and not self.log.closed:
-            self.log.write(f"\n# {self.record['state']} with exit code {code} at {self.record['ended']}\n")
+            self.log.write(f"\n# {self.record.state} with exit code {code} at {self.record.ended}\n")
             self.log.close()
         write_status(self.exp_dir, self.record)
         self.done = True
-        return self.record["state"]
+        return self.record.state
 
     def stop(self) -> str:
         """Stop the child (and its own children) and record ``cancelled``, unless it had already ended."""
         if self.proc.poll() is not None:
             return self.finish()
         _kill_group(self.proc)
-        return self.finish(CANCELLED)
+        return self.finish(State.CANCELLED)
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
@@ -149,34 +167,26 @@ def _kill_group(proc: subprocess.Popen) -> None:
             continue
 
 
-def _slurm_fields() -> dict[str, Any]:
-    env = os.environ
-    return {
-        "slurm_job_id": env.get("SLURM_JOB_ID"),
-        "slurm_array_job_id": env.get("SLURM_ARRAY_JOB_ID"),
-        "slurm_array_task_id": env.get("SLURM_ARRAY_TASK_ID"),
-    }
-
-
-def _start(exp_dir: Path, mapping: dict[str, Any], run: dict[str, Any], *, capture: bool,
+def _start(exp_dir: Path, mapping: RunMapping, run: RunEntry, *, capture: bool,
            nproc_per_node: int | str | None = None, env: dict[str, str] | None = None) -> _Child:
-    """Record ``running`` and start the run's ``tune run`` with cwd = the experiment directory."""
-    rid = run["run_id"]
+    """Record ``running`` and start the run's command with cwd = the experiment directory."""
+    rid = run.run_id
     cmd = build_command(mapping, run, nproc_per_node)
-    slurm = _slurm_fields()
+    job, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
     if capture:
-        log_rel = f"{LOG_DIR}/{rid}.log"
-    elif slurm["slurm_array_job_id"]:
-        log_rel = f"{LOG_DIR}/{slurm['slurm_array_job_id']}_{slurm['slurm_array_task_id']}.out"
+        log_rel = local_log_file(rid)
+    elif job:
+        log_rel = slurm_log_file(job, task or "")
     else:
         log_rel = None  # output goes to our own stdout, wherever that is
-    record = {"run_id": rid, "state": RUNNING, "exit_code": None, "started": _now(), "ended": None,
-              "host": socket.gethostname(), **slurm, "log": log_rel}
+    record = StatusRecord(rid, State.RUNNING, started=_now(), host=socket.gethostname(),
+                          slurm_job_id=os.environ.get("SLURM_JOB_ID"), slurm_array_job_id=job,
+                          slurm_array_task_id=task, log=log_rel)
     log = None
     if capture:
         (exp_dir / LOG_DIR).mkdir(exist_ok=True)
         log = open(exp_dir / log_rel, "w", buffering=1)  # one file per run, replaced by a rerun
-        log.write(f"# {shlex.join(cmd)}\n# cwd {exp_dir}\n# started {record['started']} on {record['host']}\n")
+        log.write(f"# {shlex.join(cmd)}\n# cwd {exp_dir}\n# started {record.started} on {record.host}\n")
     write_status(exp_dir, record)
     try:
         proc = subprocess.Popen(
@@ -186,12 +196,13 @@ def _start(exp_dir: Path, mapping: dict[str, Any], run: dict[str, Any], *, captu
         )
     except OSError as e:
         # The command itself could not start (tune missing?): a failed run, not a crash of the runner.
-        record.update(state=FAILED, exit_code=127, ended=_now())
+        record = dataclasses.replace(record, state=State.FAILED, exit_code=127, ended=_now())
         if log:
             log.write(f"# could not start {cmd[0]}: {e}\n")
             log.close()
         write_status(exp_dir, record)
-        raise ConfigWriterError(f"{rid}: could not start `{shlex.join(cmd)}`: {e}; is torchtune installed in {sys.prefix}?") from None
+        raise ConfigWriterError(f"{rid}: could not start `{shlex.join(cmd)}`: {e}; is torchtune installed in "
+                                f"{sys.prefix}?") from None
     return _Child(exp_dir, run, proc, record, log)
 
 
@@ -265,10 +276,10 @@ def run_one(exp_dir: str | Path, index: int | str, *, nproc_per_node: int | str 
     mapping = load_mapping(exp)
     run = find_run(mapping, index)
     check_runnable(exp, run)
-    record = read_status(exp, run["run_id"])
-    if record["state"] == COMPLETED and not force:
+    record = read_status(exp, run.run_id)
+    if record.state == State.COMPLETED and not force:
         raise RunNotRunnableError(
-            f"{run['run_id']} already completed (ended {record.get('ended')}); its checkpoints and logs are kept. "
+            f"{run.run_id} already completed (ended {record.ended}); its checkpoints and logs are kept. "
             "To train it again, use --force (run or submit)."
         )
     capture = capture_output if capture_output is not None else "SLURM_JOB_ID" not in os.environ
@@ -280,7 +291,7 @@ def run_one(exp_dir: str | Path, index: int | str, *, nproc_per_node: int | str 
             child.proc.wait()
             with signals.held():
                 child.finish()
-            return child.record["exit_code"]
+            return child.record.exit_code
         except (KeyboardInterrupt, _Interrupted) as e:
             signals.hold_from_now()
             if child is not None and not child.done:
@@ -313,7 +324,7 @@ class RunSummary:
 
 
 def plan_runs(exp_dir: str | Path, runs: str | Iterable[int] | None = None, *, rerun_failed: bool = False,
-              force: bool = False) -> tuple[list[dict[str, Any]], dict[str, str]]:
+              force: bool = False, mapping: RunMapping | None = None) -> tuple[list[RunEntry], dict[str, str]]:
     """Which selected runs to start, and why each of the others is skipped (run id -> reason).
 
     Completed runs are skipped unless ``force``; ``rerun_failed`` keeps only
@@ -321,20 +332,18 @@ def plan_runs(exp_dir: str | Path, runs: str | Iterable[int] | None = None, *, r
     ``force`` (another process may be running it).
     """
     exp = Path(exp_dir)
-    mapping = load_mapping(exp)
+    mapping = mapping or load_mapping(exp)
     states = read_all(exp, mapping)
     todo, skipped = [], {}
     for run in select_runs(mapping, runs):
-        rec = states[run["run_id"]]
-        state = rec["state"]
-        if rerun_failed and state not in (FAILED, CANCELLED):
-            skipped[run["run_id"]] = f"{state}, and only failed or cancelled runs are rerun"
-        elif state == COMPLETED and not force:
-            skipped[run["run_id"]] = "already completed (--force runs it again)"
-        elif state == RUNNING and not force:
-            skipped[run["run_id"]] = (
-                f"marked running on {rec.get('host')} since {rec.get('started')}; if no process runs it any more, "
-                "use --force"
+        rec = states[run.run_id]
+        if rerun_failed and rec.state not in (State.FAILED, State.CANCELLED):
+            skipped[run.run_id] = f"{rec.state}, and only failed or cancelled runs are rerun"
+        elif rec.state == State.COMPLETED and not force:
+            skipped[run.run_id] = "already completed (--force runs it again)"
+        elif rec.state == State.RUNNING and not force:
+            skipped[run.run_id] = (
+                f"marked running on {rec.host} since {rec.started}; if no process runs it any more, use --force"
             )
         else:
             todo.append(run)
@@ -359,7 +368,7 @@ def run_experiment(exp_dir: str | Path, runs: str | Iterable[int] | None = None,
         raise ConfigWriterError(f"--parallel must be at least 1, got {parallel}")
     exp = Path(exp_dir).resolve()
     mapping = load_mapping(exp)
-    todo, skipped = plan_runs(exp, runs, rerun_failed=rerun_failed, force=force)
+    todo, skipped = plan_runs(exp, runs, rerun_failed=rerun_failed, force=force, mapping=mapping)
     check_all_runnable(exp, todo, "so none was started")
     summary = RunSummary(total=len(todo), skipped=list(skipped))
     for rid, why in skipped.items():
@@ -367,7 +376,7 @@ def run_experiment(exp_dir: str | Path, runs: str | Iterable[int] | None = None,
     if not todo:
         say("nothing to run")
         return summary
-    say(f"running {len(todo)} run(s) of {mapping.get('experiment_name', exp.name)}, {parallel} at a time; "
+    say(f"running {len(todo)} run(s) of {mapping.experiment_name}, {parallel} at a time; "
         f"logs in {exp / LOG_DIR}")
     env = _thread_env(parallel)
     queue, active = list(todo), []
@@ -378,12 +387,12 @@ def run_experiment(exp_dir: str | Path, runs: str | Iterable[int] | None = None,
                     with signals.held():
                         run = queue.pop(0)
                         active.append(_start(exp, mapping, run, capture=True, env=env))
-                    say(f"  started {run['run_id']}  {_params(run)}")
+                    say(f"  started {run.run_id}  {format_parameters(run.parameters, sep=' ')}")
                 for child in [c for c in active if c.proc.poll() is not None]:
                     with signals.held():
                         state = child.finish()
                         active.remove(child)
-                        getattr(summary, state).append(child.run_id)
+                        getattr(summary, state.value).append(child.run_id)
                     done = len(summary.completed) + len(summary.failed)
                     say(f"[{done}/{len(todo)}] {child.run_id} {state} in {child.elapsed:.1f} s" + _why(exp, child))
                 time.sleep(_POLL_S)
@@ -396,8 +405,8 @@ def run_experiment(exp_dir: str | Path, runs: str | Iterable[int] | None = None,
                 say(f"\ninterrupted by {signal.Signals(summary.interrupted_by).name}: stopping {len(active)} run(s)")
             for child in active:
                 if not child.done:
-                    getattr(summary, child.stop()).append(child.run_id)
-            summary.not_started = [r["run_id"] for r in queue]
+                    getattr(summary, child.stop().value).append(child.run_id)
+            summary.not_started = [r.run_id for r in queue]
             if not interrupted:
                 raise
     say(_summary_line(summary))
@@ -416,22 +425,19 @@ def _thread_env(parallel: int) -> dict[str, str] | None:
     return {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // parallel))}
 
 
-def _params(run: dict[str, Any]) -> str:
-    return " ".join(f"{k}={v}" for k, v in (run.get("parameters") or {}).items())
-
-
 def _why(exp: Path, child: _Child) -> str:
     """For a failed run: its exit code, log and last log line (usually the exception)."""
-    if child.record["state"] != FAILED:
+    record = child.record
+    if record.state != State.FAILED:
         return ""
     last = ""
     try:
-        lines = [ln for ln in (exp / child.record["log"]).read_text(errors="replace").splitlines()
+        lines = [ln for ln in (exp / str(record.log)).read_text(errors="replace").splitlines()
                  if ln.strip() and not ln.startswith("# ")]
         last = f": {lines[-1].strip()[:200]}" if lines else ""
     except OSError:
         pass
-    return f" (exit {child.record['exit_code']}, see {child.record['log']}){last}"
+    return f" (exit {record.exit_code}, see {record.log}){last}"
 
 
 def _summary_line(s: RunSummary) -> str:
@@ -439,7 +445,7 @@ def _summary_line(s: RunSummary) -> str:
     if s.cancelled:
         parts.append(f"{len(s.cancelled)} cancelled")
     if s.not_started:
-        parts.append(f"{len(s.not_started)} not started (still {PENDING} or as before)")
+        parts.append(f"{len(s.not_started)} not started (still {State.PENDING} or as before)")
     if s.skipped:
         parts.append(f"{len(s.skipped)} skipped")
     line = "summary: " + ", ".join(parts)

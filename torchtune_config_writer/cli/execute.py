@@ -1,0 +1,103 @@
+"""The execute-side commands: ``run``, ``submit``, ``status`` and the hidden ``task`` each array task runs.
+
+    $ torchtune-config-writer run outputs/tiny_rank_lr --runs 0-1 --parallel 2
+    $ torchtune-config-writer submit outputs/tiny_rank_lr --dry-run
+    $ torchtune-config-writer submit outputs/tiny_rank_lr --failed
+    $ torchtune-config-writer status outputs/tiny_rank_lr
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+
+@click.command("run")
+@click.argument("experiment_dir", type=click.Path(path_type=Path))
+@click.option("--runs", "runs", metavar="SPEC", default=None,
+              help="Runs to run: indexes, ranges and run ids, e.g. '0-3,7', 'run_002' or 'all' (default all).")
+@click.option("--parallel", type=int, default=1, show_default=True, metavar="N",
+              help="Runs at a time (on one machine each run competes for the same cores).")
+@click.option("--rerun-failed", is_flag=True, help="Run only the selected runs that failed or were cancelled.")
+@click.option("--force", is_flag=True, help="Also run completed runs (and runs marked running) again.")
+def run_cmd(experiment_dir: Path, runs: str | None, parallel: int, rerun_failed: bool, force: bool) -> None:
+    """Run an experiment directory's configs locally, recording status/ and logs/.
+
+    Completed runs are skipped. Ctrl-C stops the running runs and records them
+    as cancelled. Exit code 1 when a run failed.
+    """
+    from ..execute.runner import run_experiment
+
+    summary = run_experiment(experiment_dir, runs=runs, parallel=parallel, rerun_failed=rerun_failed,
+                             force=force, echo=click.echo)
+    sys.exit(summary.exit_code)
+
+
+@click.command("submit")
+@click.argument("experiment_dir", type=click.Path(file_okay=False, path_type=str))
+@click.option("--runs", "runs", metavar="SPEC", help="Submit only these runs: '0-3,7', 'run_002' or 'all'.")
+@click.option("--failed", is_flag=True, help="Submit only runs that failed or were cancelled (within --runs).")
+@click.option("--dry-run", is_flag=True, help="Print the sbatch commands; submit nothing (needs no cluster).")
+@click.option("--force", is_flag=True, help="Also submit completed runs (training them again overwrites their outputs).")
+def submit_cmd(experiment_dir: str, runs: str | None, failed: bool, dry_run: bool, force: bool) -> None:
+    """Submit the runs of EXPERIMENT_DIR as a SLURM job array (submit.sbatch).
+
+    Only validated, unchanged configs are submitted, and completed runs only with
+    --force; job ids are appended to slurm_jobs.yaml. `status` shows how the runs are doing.
+    """
+    from ..execute import submit
+    from ..expdir import load_mapping
+
+    arrays = submit.submit(experiment_dir, runs, failed=failed, dry_run=dry_run, force=force, echo=click.echo)
+    if arrays and dry_run:
+        size = submit.array_size(load_mapping(experiment_dir), ask_cluster=False)
+        click.echo(f"(dry run: nothing submitted; arrays of at most {size} tasks, from slurm.max_array_size; "
+                   "a real submit also obeys the cluster's MaxArraySize)", err=True)
+    elif arrays:
+        click.echo(f"follow them with: torchtune-config-writer status {experiment_dir}")
+
+
+@click.command("status")
+@click.argument("experiment_dir", type=click.Path(file_okay=False, path_type=str))
+@click.option("--no-slurm", is_flag=True, help="Read the status records only; do not ask squeue.")
+def status_cmd(experiment_dir: str, no_slurm: bool) -> None:
+    """Show every run of EXPERIMENT_DIR: parameters, state, exit code, wall time, SLURM job.
+
+    States come from the runs' status records; for submitted runs squeue adds
+    what the records cannot know (PENDING, RUNNING, CANCELLED before start, TIMEOUT).
+    """
+    import shutil
+
+    from ..execute import slurm_state
+    from ..expdir import load_mapping
+
+    mapping = load_mapping(experiment_dir)
+    jobs = slurm_state.submitted_job_ids(experiment_dir, mapping)
+    note, live = "", None
+    if jobs and not no_slurm:
+        if shutil.which("squeue") is None:
+            note = "(squeue is not on PATH: states of submitted runs are from their status records only)"
+        else:
+            live = slurm_state.query_tasks(jobs)
+            if live is None:
+                note = "(squeue failed: states of submitted runs are from their status records only)"
+    states = slurm_state.run_states(experiment_dir, mapping, use_slurm=False, live=live)
+    click.echo(slurm_state.format_status(states, mapping.variables, note))
+
+
+@click.command("task", hidden=True)
+@click.argument("experiment_dir", type=click.Path(file_okay=False, path_type=str))
+@click.argument("index", type=int)
+def task_cmd(experiment_dir: str, index: int) -> None:
+    """Run one run (by index) and exit with its exit code; what each SLURM array task executes."""
+    import os
+
+    from ..execute.runner import run_one
+    from ..expdir import FORCE_ENV
+
+    sys.exit(run_one(experiment_dir, index, force=os.environ.get(FORCE_ENV) == "1"))
+
+
+COMMANDS = (run_cmd, submit_cmd, status_cmd, task_cmd)

@@ -1,0 +1,248 @@
+"""The runs' live state: status records merged with what squeue says of their SLURM tasks.
+
+Parsing squeue's output is done by pure functions (``parse_squeue``,
+``wait_status``, ``duration``); ``query_tasks`` only runs squeue. ``run_states``
+merges each run's status record with its latest task; ``format_status`` prints
+the ``status`` table. Nothing here imports torch, torchtune or pydantic.
+
+    >>> parse_squeue("41|0|RUNNING|0|0:05|None\\n")
+    {('41', 0): TaskState(job_id='41', task_id=0, state=<SlurmState.RUNNING: 'RUNNING'>, exit_code=0, seconds=5, reason='None')}
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from ..expdir import (
+    RunEntry, RunMapping, SlurmState, State, StatusRecord, format_parameters, load_mapping, read_all, read_jobs,
+)
+
+#: Record states ``submit --failed`` resubmits, and the SLURM states that count as failed.
+RESUBMIT_STATES = frozenset({State.FAILED, State.CANCELLED}) | {s for s in SlurmState if s.failed}
+
+
+@dataclass(frozen=True)
+class TaskState:
+    """One array task as ``squeue -t all`` sees it."""
+
+    job_id: str
+    task_id: int
+    state: SlurmState
+    exit_code: int | None
+    seconds: float | None
+    reason: str
+
+
+@dataclass(frozen=True)
+class Submission:
+    """The SLURM task that last ran, or will run, a run; ``since`` orders it against local attempts."""
+
+    job_id: str
+    task_id: int
+    since: str
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return self.job_id, self.task_id
+
+    @property
+    def name(self) -> str:
+        return f"{self.job_id}_{self.task_id}"
+
+
+@dataclass(frozen=True)
+class RunState:
+    """A run's state for ``status``: a ``State`` from its status record, or a ``SlurmState`` live from SLURM."""
+
+    run_id: str
+    index: int
+    parameters: dict[str, Any]
+    state: State | SlurmState
+    exit_code: int | None
+    seconds: float | None
+    job: str | None
+    """The SLURM task (``JOB_TASK``) that ran it or will run it."""
+
+
+# ----------------------------------------------------------------------------- squeue
+
+
+_SQUEUE_FORMAT = "ArrayJobID:|,ArrayTaskID:|,State:|,exit_code:|,TimeUsed:|,Reason:"
+
+
+def query_tasks(job_ids: Iterable[str]) -> dict[tuple[str, int], TaskState] | None:
+    """The tasks of these array jobs known to SLURM, or None when squeue is missing or fails.
+
+    Finished tasks are listed until MinJobAge passes; older ones are simply absent.
+    """
+    ids = sorted({str(j) for j in job_ids})
+    squeue = shutil.which("squeue")
+    if not squeue or not ids:
+        return None if not squeue else {}
+    try:
+        proc = subprocess.run([squeue, "-h", "-r", "-t", "all", "-j", ",".join(ids), "-O", _SQUEUE_FORMAT],
+                              capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if proc.returncode != 0:
+        # Every id aged out of slurmctld: squeue calls that an invalid job id.
+        return {} if "Invalid job id" in proc.stderr else None
+    return parse_squeue(proc.stdout)
+
+
+def parse_squeue(text: str) -> dict[tuple[str, int], TaskState]:
+    """Array tasks from ``squeue -h -r -O`` lines in ``_SQUEUE_FORMAT`` (other lines and states are skipped)."""
+    out = {}
+    for line in text.splitlines():
+        parts = [p.strip() for p in line.split("|")]
+        if len(parts) < 6 or not parts[1].isdigit():
+            continue  # not an array task
+        try:
+            state = SlurmState(parts[2].split()[0])
+        except (ValueError, IndexError):
+            continue  # a state this version does not know: the record says what it can
+        out[(parts[0], int(parts[1]))] = TaskState(parts[0], int(parts[1]), state, wait_status(parts[3]),
+                                                   duration(parts[4]), parts[5])
+    return out
+
+
+def wait_status(text: str) -> int | None:
+    """squeue's exit_code is a wait status: exit 1 shows as 256, a signal N as N. Return a shell-style code.
+
+    >>> wait_status("256"), wait_status("9"), wait_status("n/a")
+    (1, 137, None)
+    """
+    if not text.isdigit():
+        return None
+    status = int(text)
+    return 128 + (status & 0x7F) if status & 0x7F else status >> 8
+
+
+def duration(text: str) -> float | None:
+    """``[D-]HH:MM:SS`` / ``MM:SS`` -> seconds.
+
+    >>> duration("1-00:00:05"), duration("01:05"), duration("INVALID")
+    (86405, 65, None)
+    """
+    m = re.fullmatch(r"(?:(\d+)-)?(?:(\d+):)?(\d+):(\d+)", text.strip())
+    if not m:
+        return None
+    d, h, mi, s = (int(x) if x else 0 for x in m.groups())
+    return ((d * 24 + h) * 60 + mi) * 60 + s
+
+
+# ----------------------------------------------------------------------------- merging
+
+
+def submissions(exp_dir: str | Path, mapping: RunMapping, records: dict[str, StatusRecord]) -> dict[int, Submission]:
+    """Run index -> the SLURM task that last ran or will run it.
+
+    The latest submission in slurm_jobs.yaml, else the task named in the run's
+    status record (an array submitted by hand with ``sbatch submit.sbatch``).
+    """
+    subs: dict[int, Submission] = {}
+    for job in read_jobs(exp_dir):
+        for i in job.indices:
+            subs[i] = Submission(job.job_id, job.task_of(i), job.submitted)
+    for run in mapping.runs:
+        rec = records[run.run_id]
+        task = rec.slurm_task
+        if run.index not in subs and task:
+            subs[run.index] = Submission(*task, str(rec.started or ""))
+    return subs
+
+
+def submitted_job_ids(exp_dir: str | Path, mapping: RunMapping | None = None) -> list[str]:
+    """The SLURM array job ids that ran or will run the experiment's runs (what ``status`` asks squeue about)."""
+    mapping = mapping or load_mapping(exp_dir)
+    subs = submissions(exp_dir, mapping, read_all(exp_dir, mapping))
+    return sorted({s.job_id for s in subs.values()})
+
+
+def merge(run: RunEntry, rec: StatusRecord, sub: Submission | None, task: TaskState | None) -> RunState:
+    """One run's state from its record, its latest SLURM task (``sub``) and what squeue says of that task."""
+    rec_job = rec.slurm_task
+    state: State | SlurmState = rec.state
+    exit_code, seconds = rec.exit_code, rec.wall_seconds(until_now=True)
+    job = f"{rec_job[0]}_{rec_job[1]}" if rec_job else None
+    if sub is not None and task is None:
+        if rec_job is None and rec.state == State.PENDING:
+            job = sub.name  # submitted, but SLURM no longer remembers the task (MinJobAge passed)
+    elif sub is not None and task is not None:
+        from_this_task = rec_job == sub.key
+        finished = from_this_task and rec.state in (State.COMPLETED, State.FAILED, State.CANCELLED)
+        later_local_run = not from_this_task and bool(rec.started) and str(rec.started) > sub.since
+        if finished:
+            if rec.state == State.CANCELLED and task.state.failed and task.state != SlurmState.CANCELLED:
+                state = task.state  # run_one saw only a SIGTERM; SLURM knows why (TIMEOUT, PREEMPTED, ...)
+        elif task.state.active:
+            state, job = task.state, sub.name
+            if not from_this_task:  # the record (if any) is of an earlier attempt
+                exit_code, seconds = None, (None if task.state == SlurmState.PENDING else task.seconds)
+        elif task.state.failed and not later_local_run:
+            # Ended without a final record: cancelled while pending, killed (NODE_FAIL, OOM), or the
+            # setup failed before run_one started.
+            state, exit_code, seconds, job = task.state, task.exit_code, task.seconds, sub.name
+    return RunState(run.run_id, run.index, dict(run.parameters), state, exit_code, seconds, job)
+
+
+def run_states(exp_dir: str | Path, mapping: RunMapping | None = None, *, use_slurm: bool = True,
+               live: dict[tuple[str, int], TaskState] | None = None) -> list[RunState]:
+    """Every run's state, in index order: its status record, overridden by SLURM for submitted runs.
+
+    SLURM wins when the run's latest array task is queued or running (PENDING,
+    RUNNING), or when it ended without writing a final record (cancelled while
+    pending, TIMEOUT, NODE_FAIL: the record is missing, older, or still says
+    running). ``live`` is squeue's answer when the caller already has it;
+    without squeue (or with ``use_slurm=False``) the records alone count.
+
+    >>> [(s.run_id, s.state) for s in run_states("outputs/demo")]     # doctest: +SKIP
+    [('run_000', <State.COMPLETED: 'completed'>), ('run_001', <SlurmState.RUNNING: 'RUNNING'>)]
+    """
+    mapping = mapping or load_mapping(exp_dir)
+    records = read_all(exp_dir, mapping)
+    subs = submissions(exp_dir, mapping, records)
+    if live is None and use_slurm and subs:
+        live = query_tasks({s.job_id for s in subs.values()})
+    live = live or {}
+    states = []
+    for run in sorted(mapping.runs, key=lambda r: r.index):
+        sub = subs.get(run.index)
+        states.append(merge(run, records[run.run_id], sub, live.get(sub.key) if sub else None))
+    return states
+
+
+# ----------------------------------------------------------------------------- the status table
+
+
+def _fmt_seconds(s: float | None) -> str:
+    if s is None:
+        return "-"
+    s = int(round(s))
+    return f"{s}s" if s < 60 else (f"{s // 60}m{s % 60:02d}s" if s < 3600 else f"{s // 3600}h{s % 3600 // 60:02d}m")
+
+
+def format_status(states: list[RunState], variables: Iterable[str] | None = None, slurm_note: str = "") -> str:
+    """The ``status`` table: one row per run, then counts per state."""
+    keys = list(variables or dict.fromkeys(k for s in states for k in s.parameters))
+    rows = [("RUN", "PARAMETERS", "STATE", "EXIT", "WALL", "JOB")]
+    for s in states:
+        params = format_parameters({k: s.parameters[k] for k in keys if k in s.parameters}, short=True, sep=" ")
+        rows.append((s.run_id, params or "-", str(s.state), "-" if s.exit_code is None else str(s.exit_code),
+                     _fmt_seconds(s.seconds), s.job or "-"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    counts = Counter(str(s.state) for s in states)
+    lines.append("")
+    lines.append(f"{len(states)} run(s): " + ", ".join(f"{n} {st}" for st, n in counts.items()))
+    if any(isinstance(s.state, SlurmState) for s in states):
+        lines.append("UPPER CASE states are live from SLURM; lower case ones from the runs' status records.")
+    if slurm_note:
+        lines.append(slurm_note)
+    return "\n".join(lines)

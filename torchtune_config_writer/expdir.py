@@ -1,0 +1,587 @@
+"""The experiment directory: the one contract between the compile side and the execute side.
+
+``generate`` writes an experiment directory; ``run``, ``submit``, ``status`` and
+``collect`` read it, and only it (Appendix B). This module owns that contract:
+the file names, the typed records (``RunMapping`` and its ``RunEntry`` rows,
+``StatusRecord``, ``JobRecord``), the states, and the functions that load and
+dump them. No other module spells a run_mapping.yaml key or a status file name.
+It imports neither torch, torchtune nor pydantic, so the commands that only
+read a directory start in a fraction of a second.
+
+    >>> mapping = load_mapping("outputs/tiny_rank_lr")                 # doctest: +SKIP
+    >>> mapping.runs[0].config, mapping.slurm.max_concurrent            # doctest: +SKIP
+    ('configs/run_000.yaml', 2)
+    >>> read_status("outputs/tiny_rank_lr", "run_000").state           # doctest: +SKIP
+    <State.PENDING: 'pending'>
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from enum import Enum
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping
+
+import yaml
+
+from .atomic import atomic_write_text
+from .errors import ExperimentDirError
+
+#: Version of the run_mapping.yaml layout; a directory with another one must be generated again.
+FORMAT = 2
+
+# ----------------------------------------------------------------------------- file names
+
+EXPERIMENT_FILE = "experiment.yaml"
+MAPPING_FILE = "run_mapping.yaml"
+REPORT_FILE = "validation_report.txt"
+SCRIPT_FILE = "submit.sbatch"
+JOBS_FILE = "slurm_jobs.yaml"
+JOBS_LOCK_FILE = ".slurm_jobs.lock"
+CONFIGS_DIR = "configs"
+RUNS_DIR = "runs"
+STATUS_DIR = "status"
+LOG_DIR = "logs"
+RESULTS_CSV = "results.csv"
+RESULTS_MD = "results.md"
+LOSS_PLOT = "loss_curves.svg"
+#: Where SLURM writes an array task's output (``%A`` job id, ``%a`` task id).
+SLURM_LOG_PATTERN = f"{LOG_DIR}/%A_%a.out"
+#: Set (to 1) in a SLURM task's environment by ``submit --force``: the task may train a completed run again.
+FORCE_ENV = "TORCHTUNE_CONFIG_WRITER_FORCE"
+
+
+def config_file(run_id: str) -> str:
+    """A run's config, relative to the experiment directory: ``configs/run_000.yaml``."""
+    return f"{CONFIGS_DIR}/{run_id}.yaml"
+
+
+def local_log_file(run_id: str) -> str:
+    """The log of a local run: ``logs/run_000.log``."""
+    return f"{LOG_DIR}/{run_id}.log"
+
+
+def slurm_log_file(array_job_id: str, task_id: str | int) -> str:
+    """The log SLURM writes for one array task (``SLURM_LOG_PATTERN`` filled in)."""
+    return f"{LOG_DIR}/{array_job_id}_{task_id}.out"
+
+
+def status_path(exp_dir: str | Path, run_id: str) -> Path:
+    return Path(exp_dir) / STATUS_DIR / f"{run_id}.json"
+
+
+# ----------------------------------------------------------------------------- states
+
+
+class _Str(str, Enum):
+    """A string enum that prints as its value (``f"{State.PENDING}"`` is ``pending``)."""
+
+    def __str__(self) -> str:
+        return self.value
+
+    __format__ = str.__format__
+
+
+class State(_Str):
+    """A run's state as its status record says (lower case)."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class SlurmState(_Str):
+    """A job state as SLURM reports it (upper case); ``status`` shows these for submitted runs."""
+
+    BOOT_FAIL = "BOOT_FAIL"
+    CANCELLED = "CANCELLED"
+    COMPLETED = "COMPLETED"
+    COMPLETING = "COMPLETING"
+    CONFIGURING = "CONFIGURING"
+    DEADLINE = "DEADLINE"
+    FAILED = "FAILED"
+    NODE_FAIL = "NODE_FAIL"
+    OUT_OF_MEMORY = "OUT_OF_MEMORY"
+    PENDING = "PENDING"
+    PREEMPTED = "PREEMPTED"
+    REQUEUED = "REQUEUED"
+    REQUEUE_FED = "REQUEUE_FED"
+    REQUEUE_HOLD = "REQUEUE_HOLD"
+    RESIZING = "RESIZING"
+    RESV_DEL_HOLD = "RESV_DEL_HOLD"
+    REVOKED = "REVOKED"
+    RUNNING = "RUNNING"
+    SIGNALING = "SIGNALING"
+    SPECIAL_EXIT = "SPECIAL_EXIT"
+    STAGE_OUT = "STAGE_OUT"
+    STOPPED = "STOPPED"
+    SUSPENDED = "SUSPENDED"
+    TIMEOUT = "TIMEOUT"
+
+    @property
+    def active(self) -> bool:
+        """Queued or running: the task has not finished."""
+        return self in _SLURM_ACTIVE
+
+    @property
+    def failed(self) -> bool:
+        """Ended without success (a task that never wrote a final status record shows this)."""
+        return self in _SLURM_FAILED
+
+
+_SLURM_ACTIVE = frozenset({
+    SlurmState.PENDING, SlurmState.CONFIGURING, SlurmState.RUNNING, SlurmState.COMPLETING, SlurmState.SUSPENDED,
+    SlurmState.REQUEUED, SlurmState.REQUEUE_HOLD, SlurmState.REQUEUE_FED, SlurmState.RESV_DEL_HOLD,
+    SlurmState.RESIZING, SlurmState.SIGNALING, SlurmState.STAGE_OUT, SlurmState.STOPPED,
+})
+_SLURM_FAILED = frozenset({
+    SlurmState.FAILED, SlurmState.CANCELLED, SlurmState.TIMEOUT, SlurmState.NODE_FAIL, SlurmState.OUT_OF_MEMORY,
+    SlurmState.PREEMPTED, SlurmState.BOOT_FAIL, SlurmState.DEADLINE, SlurmState.REVOKED, SlurmState.SPECIAL_EXIT,
+})
+
+
+class Validation(_Str):
+    """What validation said of a run (or of the whole experiment) when it was generated."""
+
+    PASSED = "passed"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+# ----------------------------------------------------------------------------- run_mapping.yaml
+
+
+@dataclass(frozen=True)
+class MetricLog:
+    """Where a run's DiskLogger writes (resolved at generation): ``dir`` and, if fixed, the file name."""
+
+    dir: str
+    filename: str | None = None
+
+
+@dataclass(frozen=True)
+class SlurmPlan:
+    """The ``slurm:`` settings the execute side needs, as resolved when the directory was generated."""
+
+    max_concurrent: int | None = None
+    """At most this many runs at once (``--array=...%K``), across all arrays of a submission."""
+    max_array_size: int = 1001
+    """Largest array task id + 1; the cluster's MaxArraySize wins when smaller."""
+    gpus_per_run: int = 1
+    nodes: int = 1
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    time: str | None = None
+    cpus_per_task: int | None = None
+    mem: str | None = None
+    constraint: str | None = None
+
+
+@dataclass(frozen=True)
+class RunEntry:
+    """One run of the experiment: a row of run_mapping.yaml."""
+
+    run_id: str
+    index: int
+    """Position in the sweep; array task T of a job submitted with offset O runs index T + O."""
+    config: str
+    """Its config, relative to the experiment directory."""
+    config_sha256: str
+    """sha256 of the config file as written; a run whose file changed since may not run."""
+    output_dir: str
+    parameters: dict[str, Any]
+    """Variable (resolved dotted path) -> this run's value, in variable order."""
+    validation: Validation
+    metric_log: MetricLog | None
+    """Where its metrics go; None when its metric logger is not torchtune's DiskLogger."""
+
+
+@dataclass(frozen=True)
+class RunMapping:
+    """The whole run_mapping.yaml: the experiment, how to launch and submit its runs, and the runs."""
+
+    experiment_name: str
+    recipe: str
+    """A registry recipe name, or the absolute path of a recipe .py file."""
+    distributed: bool
+    """True when runs start through torchrun."""
+    base_config: str | None
+    base_config_file: str | None
+    created: str
+    tool_version: str
+    variables: tuple[str, ...]
+    validation: Validation
+    slurm: SlurmPlan
+    runs: tuple[RunEntry, ...]
+    format: int = FORMAT
+
+    @cached_property
+    def by_index(self) -> dict[int, RunEntry]:
+        return {r.index: r for r in self.runs}
+
+    @property
+    def base(self) -> str:
+        return self.base_config or self.base_config_file or "?"
+
+    def run_id_of(self, index: int) -> str:
+        """The run id of ``index`` (as wide as the experiment's own ids: ``run_007`` or ``run_0007``)."""
+        run = self.by_index.get(index)
+        return run.run_id if run else run_id(index, self.id_width)
+
+    @property
+    def id_width(self) -> int:
+        return len(self.runs[0].run_id) - len("run_") if self.runs else 3
+
+
+def run_id(index: int, width: int = 3) -> str:
+    """``run_007`` (``width`` digits)."""
+    return f"run_{index:0{width}d}"
+
+
+_RUN_KEYS = tuple(f.name for f in dataclasses.fields(RunEntry))
+
+
+def dump_mapping(mapping: RunMapping) -> str:
+    """The text of run_mapping.yaml."""
+    data = _plain(dataclasses.asdict(mapping))
+    data.pop("base_config_file" if mapping.base_config else "base_config")
+    order = ["format", "experiment_name", "recipe", "distributed", "base_config", "base_config_file", "created",
+             "tool_version", "variables", "validation", "slurm", "runs"]
+    text = yaml.dump({k: data[k] for k in order if k in data}, Dumper=_Dumper, sort_keys=False,
+                     default_flow_style=False, allow_unicode=True, width=4096)
+    return "# The run table of this experiment directory (Appendix B); written by `generate`, read by\n" \
+           "# run, submit, status and collect. Do not edit: regenerate from experiment.yaml instead.\n" + text
+
+
+def write_mapping(exp_dir: str | Path, mapping: RunMapping) -> Path:
+    path = Path(exp_dir) / MAPPING_FILE
+    path.write_text(dump_mapping(mapping))
+    return path
+
+
+def load_mapping(exp_dir: str | Path) -> RunMapping:
+    """Load ``run_mapping.yaml`` of an experiment directory.
+
+    Raises ``ExperimentDirError`` (saying what to pass instead, or to
+    regenerate) when ``exp_dir`` is not an experiment directory, or its run
+    table was written by another version or edited by hand.
+
+    >>> load_mapping("outputs/tiny_rank_lr").runs[0].config      # doctest: +SKIP
+    'configs/run_000.yaml'
+    """
+    exp = Path(exp_dir)
+    path = exp / MAPPING_FILE
+    if not path.is_file():
+        if exp.is_file() and exp.suffix in (".yaml", ".yml"):
+            hint = f"'{exp}' is a file; generate it first (torchtune-config-writer generate {exp}) and pass the directory it writes"
+        elif not exp.exists():
+            hint = f"'{exp}' does not exist; pass the directory that `generate` wrote"
+        else:
+            hint = f"'{exp}' has no {MAPPING_FILE}, so it is not an experiment directory; pass the directory that `generate` wrote"
+        raise ExperimentDirError(hint)
+    regenerate = "generate the experiment again (into a new directory if its runs have started)"
+    try:
+        data = yaml.load(path.read_text(), Loader=_Loader)
+    except yaml.YAMLError as e:
+        raise ExperimentDirError(f"{path}: not valid YAML ({e}); {regenerate}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("runs"), list):
+        raise ExperimentDirError(f"{path}: has no 'runs' list; {regenerate}")
+    for i, run in enumerate(data["runs"]):
+        missing = [k for k in _RUN_KEYS if not isinstance(run, dict) or k not in run]
+        if missing:
+            raise ExperimentDirError(f"{path}: runs[{i}] lacks {', '.join(missing)}; the file was edited or written "
+                                     f"by another version of torchtune_config_writer: {regenerate}")
+    if data.get("format") != FORMAT:
+        raise ExperimentDirError(
+            f"{path} was written by another version of torchtune_config_writer (format {data.get('format', 1)}, "
+            f"this version reads format {FORMAT}); {regenerate}"
+        )
+    try:
+        return RunMapping(
+            experiment_name=str(data["experiment_name"]), recipe=str(data["recipe"]),
+            distributed=bool(data["distributed"]), base_config=data.get("base_config"),
+            base_config_file=data.get("base_config_file"), created=str(data["created"]),
+            tool_version=str(data["tool_version"]), variables=tuple(str(v) for v in data["variables"]),
+            validation=Validation(data["validation"]), slurm=_build(SlurmPlan, data["slurm"]),
+            runs=tuple(_run_entry(r) for r in data["runs"]),
+        )
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise ExperimentDirError(
+            f"{path}: malformed ({type(e).__name__}: {e}); the file was edited by hand: {regenerate}"
+        ) from None
+
+
+def _run_entry(data: dict[str, Any]) -> RunEntry:
+    log = data["metric_log"]
+    return RunEntry(
+        run_id=str(data["run_id"]), index=int(data["index"]), config=str(data["config"]),
+        config_sha256=str(data["config_sha256"]), output_dir=str(data["output_dir"]),
+        parameters=dict(data["parameters"] or {}), validation=Validation(data["validation"]),
+        metric_log=None if log is None else MetricLog(str(log["dir"]), log.get("filename")),
+    )
+
+
+# ----------------------------------------------------------------------------- status/run_NNN.json
+
+
+@dataclass(frozen=True)
+class StatusRecord:
+    """What ``status/run_NNN.json`` says of a run; a run without one is ``pending``."""
+
+    run_id: str
+    state: State = State.PENDING
+    exit_code: int | None = None
+    started: str | None = None
+    """ISO time with zone; ``ended`` likewise."""
+    ended: str | None = None
+    host: str | None = None
+    slurm_job_id: str | None = None
+    slurm_array_job_id: str | None = None
+    slurm_array_task_id: str | None = None
+    log: str | None = None
+    """Its log, relative to the experiment directory."""
+
+    @property
+    def slurm_task(self) -> tuple[str, int] | None:
+        """(array job id, task id) of the SLURM task that wrote this record, if one did."""
+        job, task = self.slurm_array_job_id, self.slurm_array_task_id
+        return (str(job), int(task)) if job and str(task).isdigit() else None
+
+    def wall_seconds(self, *, until_now: bool = False) -> float | None:
+        """Seconds from ``started`` to ``ended`` (to now for a run still going, with ``until_now``);
+        None when the times are missing or unreadable. Never negative (clock skew between nodes)."""
+        try:
+            start = datetime.fromisoformat(str(self.started))
+            if self.ended:
+                end = datetime.fromisoformat(self.ended)
+            elif until_now:
+                end = datetime.now(start.tzinfo)
+            else:
+                return None
+        except (TypeError, ValueError):
+            return None
+        return max(0.0, (end - start).total_seconds())
+
+
+def read_status(exp_dir: str | Path, run_id: str) -> StatusRecord:
+    """The run's status record; a run without a status file is ``pending``."""
+    path = status_path(exp_dir, run_id)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return StatusRecord(run_id)
+    except (OSError, ValueError) as e:
+        raise ExperimentDirError(f"{path}: unreadable status record ({e}); delete it to mark {run_id} pending") from None
+    states = ", ".join(s.value for s in State)
+    if not isinstance(data, dict) or data.get("state") not in {s.value for s in State}:
+        raise ExperimentDirError(f"{path}: 'state' must be one of {states}; delete the file to mark {run_id} pending")
+    return _build(StatusRecord, {**data, "run_id": run_id, "state": State(data["state"])})
+
+
+def write_status(exp_dir: str | Path, record: StatusRecord) -> Path:
+    """Write a status record atomically: readers see the old file or the new one, never half of one.
+
+    >>> write_status(exp, StatusRecord("run_000", State.RUNNING))   # doctest: +SKIP
+    """
+    if not isinstance(record.state, State):
+        raise ValueError(f"state must be a State, got {record.state!r}")
+    path = status_path(exp_dir, record.run_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(_plain(dataclasses.asdict(record)), indent=1) + "\n")
+    return path
+
+
+def read_all(exp_dir: str | Path, mapping: RunMapping) -> dict[str, StatusRecord]:
+    """Every run's status record, keyed by run id, in index order (missing files read as pending).
+
+    Lists ``status/`` once instead of trying one file per run: most runs of a
+    large sweep have no record yet.
+    """
+    status_dir = Path(exp_dir) / STATUS_DIR
+    present = {p.name for p in status_dir.iterdir()} if status_dir.is_dir() else set()
+    return {r.run_id: read_status(exp_dir, r.run_id) if f"{r.run_id}.json" in present else StatusRecord(r.run_id)
+            for r in sorted(mapping.runs, key=lambda r: r.index)}
+
+
+# ----------------------------------------------------------------------------- slurm_jobs.yaml
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """One job array submitted by ``submit``: task T ran the run whose index is T + offset."""
+
+    job_id: str
+    submitted: str
+    array: str
+    """The ``--array`` value, e.g. ``0-3%2``."""
+    offset: int
+    indices: tuple[int, ...]
+    command: str
+
+    def task_of(self, index: int) -> int:
+        return index - self.offset
+
+
+def read_jobs(exp_dir: str | Path) -> list[JobRecord]:
+    """The job arrays recorded in ``slurm_jobs.yaml``, oldest first ([] when none)."""
+    path = Path(exp_dir) / JOBS_FILE
+    if not path.is_file():
+        return []
+    try:
+        data = yaml.load(path.read_text(), Loader=_Loader) or {}
+        jobs = data.get("jobs") if isinstance(data, dict) else None
+        return [JobRecord(str(j["job_id"]), str(j.get("submitted") or ""), str(j.get("array") or ""),
+                          int(j.get("offset") or 0), tuple(int(i) for i in j.get("indices") or ()),
+                          str(j.get("command") or ""))
+                for j in jobs or [] if isinstance(j, dict) and j.get("job_id")]
+    except Exception as e:  # a damaged file must not hide the runs' states
+        raise ExperimentDirError(f"{path}: unreadable ({e}); fix or delete it (it only lists submitted job ids)") from None
+
+
+@contextlib.contextmanager
+def jobs_lock(exp_dir: str | Path) -> Iterator[None]:
+    """Hold the experiment's submission lock (a lock file opened read-write, so it works on NFS too).
+
+    Two ``submit``s of one experiment then neither lose each other's job ids nor
+    submit the same runs twice. An OSError here (a read-only or full disk, an
+    NFS without locking) is an ``ExperimentDirError`` raised before anything is submitted.
+    """
+    from filelock import FileLock, Timeout
+
+    path = Path(exp_dir) / JOBS_LOCK_FILE
+    lock = FileLock(str(path), timeout=600)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise ExperimentDirError(f"another submit of this experiment has held {path} for 10 minutes; "
+                                 "wait for it to finish (or delete the file if no submit is running)") from None
+    except OSError as e:
+        raise ExperimentDirError(f"cannot lock {path} ({e.strerror or e}), so nothing was submitted; make the "
+                                 "experiment directory writable (on NFS: mount it with locking enabled)") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def append_job(exp_dir: str | Path, job: JobRecord) -> None:
+    """Append one submitted array to ``slurm_jobs.yaml`` (read, append, atomic replace).
+
+    Call it inside ``jobs_lock``. An OSError here is an ``ExperimentDirError``
+    naming the job id, so a job that sbatch accepted is never silently forgotten.
+    """
+    try:
+        jobs = [_plain(dataclasses.asdict(j)) for j in read_jobs(exp_dir) + [job]]
+        text = yaml.dump({"jobs": jobs}, Dumper=_Dumper, sort_keys=False, default_flow_style=None, width=4096)
+        atomic_write_text(Path(exp_dir) / JOBS_FILE,
+                          "# Job arrays submitted by `torchtune-config-writer submit`, oldest first.\n"
+                          "# Array task T of a job ran the run whose index is T + offset.\n" + text)
+    except OSError as e:
+        raise ExperimentDirError(
+            f"SLURM accepted job {job.job_id} (runs {job.array}, offset {job.offset}), but it could not be recorded "
+            f"in {Path(exp_dir) / JOBS_FILE}: {e.strerror or e}. Record it by hand or `scancel {job.job_id}`; "
+            "status still finds its tasks through their status records once they start"
+        ) from None
+
+
+# ----------------------------------------------------------------------------- arrays: which task runs which run
+
+
+@dataclass(frozen=True)
+class ArrayChunk:
+    """One job array: task ``t`` runs the run with index ``t + offset`` (the script's argument)."""
+
+    offset: int
+    task_ids: tuple[int, ...]
+
+    @property
+    def indices(self) -> tuple[int, ...]:
+        return tuple(t + self.offset for t in self.task_ids)
+
+    def spec(self, max_concurrent: int | None = None) -> str:
+        """The ``--array`` value: ``0-3%2``, ``3,7%2``."""
+        return compress_ranges(self.task_ids) + (f"%{max_concurrent}" if max_concurrent else "")
+
+
+def compress_ranges(ids: Iterable[int]) -> str:
+    """``[0, 1, 2, 5, 7, 8]`` -> ``"0-2,5,7-8"``."""
+    out, ids = [], sorted(set(ids))
+    i = 0
+    while i < len(ids):
+        j = i
+        while j + 1 < len(ids) and ids[j + 1] == ids[j] + 1:
+            j += 1
+        out.append(str(ids[i]) if i == j else f"{ids[i]}-{ids[j]}")
+        i = j + 1
+    return ",".join(out)
+
+
+def plan_arrays(indices: Iterable[int], max_array_size: int) -> list[ArrayChunk]:
+    """Split run indices into arrays whose task ids stay below ``max_array_size`` (SLURM's MaxArraySize).
+
+    >>> [(c.offset, c.spec()) for c in plan_arrays(range(7), 3)]
+    [(0, '0-2'), (3, '0-2'), (6, '0')]
+    """
+    if max_array_size < 1:
+        raise ValueError("max_array_size must be at least 1")
+    groups: dict[int, list[int]] = {}
+    for i in sorted(set(int(i) for i in indices)):
+        groups.setdefault(i // max_array_size, []).append(i)
+    return [ArrayChunk(k * max_array_size, tuple(i - k * max_array_size for i in ids)) for k, ids in groups.items()]
+
+
+# ----------------------------------------------------------------------------- parameters, for people
+
+
+def short_names(keys: Iterable[str]) -> dict[str, str]:
+    """``model.lora_rank`` -> ``lora_rank`` where the last part is unique among ``keys``.
+
+    >>> short_names(["model.lora_rank", "optimizer.lr", "a.lr"])
+    {'model.lora_rank': 'lora_rank', 'optimizer.lr': 'optimizer.lr', 'a.lr': 'a.lr'}
+    """
+    keys = list(keys)
+    last = [k.rsplit(".", 1)[-1] for k in keys]
+    return {k: (s if last.count(s) == 1 else k) for k, s in zip(keys, last)}
+
+
+def format_parameters(params: Mapping[str, Any], *, short: bool = False, sep: str = ", ") -> str:
+    """``lora_rank=8, lr=0.001``: a run's parameters for a message, a log line or a label.
+
+    >>> format_parameters({"model.lora_rank": 8, "optimizer.lr": 0.001}, short=True, sep=" ")
+    'lora_rank=8 lr=0.001'
+    """
+    names = short_names(params) if short else {k: k for k in params}
+    return sep.join(f"{names[k]}={v}" for k, v in params.items())
+
+
+# ----------------------------------------------------------------------------- plumbing
+
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: 10,000 runs load in well under a second
+_Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
+def _plain(value: Any) -> Any:
+    """Dataclass dicts made YAML/JSON-safe: enums to their values, tuples to lists."""
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _build(cls: type, data: Mapping[str, Any]) -> Any:
+    """``cls(**data)`` keeping only the fields ``cls`` has (records written by a newer tool may carry more)."""
+    if not isinstance(data, Mapping):
+        raise TypeError(f"{cls.__name__} must be a mapping, got {type(data).__name__}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in data.items() if k in names})
