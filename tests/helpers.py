@@ -28,3 +28,13 @@ def write_experiment(tmp_path: Path, body: str, name: str = "experiment.yaml") -
 
 def read_yaml(path: Path):
     return YAML(typ="safe").load(path.read_text())
+
+
+def custom_recipe(directory: Path) -> Path:
+    """A user's own recipe file: a copy of torchtune's single-device LoRA recipe, outside any package."""
+    import shutil
+
+    from torchtune_config_writer.compile import registry
+
+    directory.mkdir(parents=True, exist_ok=True)
+    return Path(shutil.copy(registry.configs_dir().parent / "lora_finetune_single_device.py", directory / "my_recipe.py"))

@@ -264,3 +264,39 @@ def test_output_dir_line_is_the_same_on_the_fast_and_the_general_rendering_path(
         for run in result.runs:
             line = next(ln for ln in run.config_path.read_text().splitlines() if ln.startswith("output_dir:"))
             assert line == f"output_dir: {out / 'runs' / run.run_id}  # this run's own directory, set by torchtune_config_writer"
+
+
+def test_each_runs_config_is_its_own(tmp_path):
+    result = generate_configs({"experiment_name": "own", "base_config": LORA_1B, "variables": {"lora_rank": [4, 8]}},
+                              write=False, validate=False)
+    result.runs[0].config["optimizer"]["lr"] = 1
+    assert result.runs[0].config["optimizer"]["lr"] == 1  # the change is kept in run_000's copy ...
+    assert result.runs[1].config["optimizer"]["lr"] != 1  # ... and reaches no other run
+    assert result.runs[1].plain["optimizer"]["lr"] != 1
+
+
+@pytest.mark.parametrize("device_controls, gpus_setting, gres, note", [
+    ({"device": "cpu"}, {}, None, True),           # every run on the CPU: no GPU asked, and the output says so
+    ({}, {}, "--gres=gpu:1", False),               # the base's device (cuda): one GPU per run
+    ({"device": "cpu"}, {"gpus_per_run": 2}, "--gres=gpu:2", False),  # an explicit setting always wins
+])
+def test_gpus_per_run_defaults_from_the_configs(tmp_path, device_controls, gpus_setting, gres, note):
+    exp = {"experiment_name": "gpus", "base_config": LORA_1B, "controls": device_controls, "slurm": gpus_setting}
+    result = generate_configs(exp, output_dir=tmp_path / "o", validate=False)
+    script = (tmp_path / "o" / "submit.sbatch").read_text()
+    assert (gres in script) if gres else ("--gres" not in script)
+    assert any("gpus_per_run: 0" in n for n in result.notes) == note
+
+
+def test_recipe_files_are_distributed_when_they_start_a_process_group(tmp_path):
+    from torchtune_config_writer.compile import registry
+    from torchtune_config_writer.compile.loaders import calls_init_process_group
+
+    recipes = registry.configs_dir().parent
+    assert calls_init_process_group(recipes / "lora_finetune_distributed.py")
+    assert not calls_init_process_group(recipes / "lora_finetune_single_device.py")
+    mine = tmp_path / "mine.py"
+    mine.write_text("# init_process_group is only mentioned here\nimport torch.distributed as dist\n")
+    assert not calls_init_process_group(mine)
+    mine.write_text("import torch.distributed as dist\ndef main():\n    dist.init_process_group('gloo')\n")
+    assert calls_init_process_group(mine)

@@ -28,7 +28,7 @@ from torchtune_config_writer.execute.selection import check_runnable, select_run
 from torchtune_config_writer.expdir import (
     State, StatusRecord, load_mapping, read_status, status_path, write_status,
 )
-from helpers import run_table
+from helpers import custom_recipe, run_table
 
 
 def read_all(exp: Path) -> dict[str, StatusRecord]:
@@ -147,6 +147,36 @@ def test_interrupt_records_cancelled_and_stops_the_child(make_experiment_dir, ho
     assert not status_path(exp, "run_002").exists()  # never started: still pending
     assert "Traceback" not in output
     _wait_for(lambda: not _processes_in(exp), timeout=15)  # the tune children are gone too
+
+
+@pytest.mark.slow
+def test_a_custom_recipe_file_runs_locally(tiny_assets, tmp_path):
+    from torchtune_config_writer import generate_configs
+
+    recipe = custom_recipe(tmp_path / "recipes")
+    exp = tmp_path / "exp"
+    generate_configs({
+        "experiment_name": "custom_recipe", "base_config_file": str(tiny_assets.base_config), "recipe": str(recipe),
+        "variables": {"optimizer.lr": [1e-3]}, "controls": {"max_steps_per_epoch": 2},
+    }, output_dir=exp)
+    mapping = load_mapping(exp)
+    assert (mapping.recipe, mapping.distributed) == (str(recipe), False)
+    summary = run_experiment(exp, echo=lambda line: None)
+    log = (exp / "logs" / "run_000.log").read_text()
+    assert summary.completed == ["run_000"], log
+    assert log.startswith(f"# {sys.executable} {recipe} --config configs/run_000.yaml")
+    assert (exp / "runs" / "run_000" / "epoch_0" / "adapter_model.pt").is_file()
+
+
+def test_custom_recipe_files_start_without_tune_run(tmp_path):
+    recipe = str(tmp_path / "my_recipe.py")
+    mapping = dataclasses.replace(run_table(1), recipe=recipe)
+    run = mapping.runs[0]
+    assert build_command(mapping, run) == [sys.executable, recipe, "--config", "configs/run_000.yaml"]
+    distributed = dataclasses.replace(mapping, distributed=True)
+    assert build_command(distributed, run, nproc_per_node=2) == [
+        sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2", "--standalone",
+        recipe, "--config", "configs/run_000.yaml"]
 
 
 # ----------------------------------------------------------------------------- refusals

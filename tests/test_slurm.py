@@ -8,6 +8,7 @@ and train the tiny CPU model in array tasks.
 from __future__ import annotations
 
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -24,7 +25,7 @@ from torchtune_config_writer.compile import sbatch
 from torchtune_config_writer.compile.schema import SlurmSettings
 from torchtune_config_writer.errors import RunNotRunnableError, SlurmSettingsError
 from torchtune_config_writer.execute import slurm_state, submit
-from helpers import run_table
+from helpers import custom_recipe, run_table
 from torchtune_config_writer.expdir import (
     JobRecord, SlurmState, State, StatusRecord, load_mapping, plan_arrays, read_jobs, write_status,
 )
@@ -260,6 +261,20 @@ def test_dry_run_of_a_selection_and_cli(handmade) -> None:
     assert [re.search(r"--array=(\S+)", ln).group(1) for ln in result.stdout.splitlines()] == ["1,3", "0-1"]
 
 
+def test_dry_run_needs_no_cluster(handmade, tmp_path: Path) -> None:
+    exp = handmade(3, SlurmSettings(gpus_per_run=0, max_array_size=2))
+    fake, asked = tmp_path / "bin", tmp_path / "asked"
+    fake.mkdir()
+    for tool in ("scontrol", "squeue", "sbatch"):  # a controller that never answers
+        (fake / tool).write_text(f"#!/bin/bash\ntouch {asked}\nsleep 60\n")
+        (fake / tool).chmod(0o755)
+    result = cli("submit", str(exp), "--dry-run", env={"PATH": f"{fake}:/usr/bin:/bin"})
+    assert result.exit_code == 0, result.output
+    assert re.findall(r"--array=(\S+)", result.stdout) == ["0-1", "0"]
+    assert not asked.exists()  # no SLURM tool was asked anything
+    assert "at most 2 tasks, from slurm.max_array_size" in result.stderr
+
+
 def test_submit_refuses_unvalidated_or_edited_configs(handmade) -> None:
     exp = handmade(3, validation=["passed", "failed", "passed"])
     with pytest.raises(RunNotRunnableError, match="run_001 may not run.*failed validation"):
@@ -443,6 +458,26 @@ def test_array_runs_every_run_with_split_arrays_and_concurrency_limit(slurm_clus
     assert "3 run(s): 3 completed" in status.stdout
     assert not list(tmp_path.rglob("PWNED*")) and not list(Path.cwd().glob("PWNED*"))
     print(f"\n3 runs, max_concurrent=1, 2 arrays: {wall:.1f} s")
+
+
+@pytest.mark.slow
+def test_a_custom_recipe_file_runs_as_an_array_task(slurm_cluster, tiny_assets, tmp_path):
+    from torchtune_config_writer import generate_configs
+
+    recipe = custom_recipe(tmp_path / "my recipes")
+    exp = tmp_path / "exp"
+    generate_configs({
+        "experiment_name": "custom_recipe", "base_config_file": str(tiny_assets.base_config), "recipe": str(recipe),
+        "variables": {"optimizer.lr": [1e-3]}, "controls": {"max_steps_per_epoch": 2, "epochs": 1},
+        "slurm": {"cpus_per_task": 1}, "output": {"experiment_dir": str(exp)},
+    })
+    assert "--gres" not in (exp / expdir.SCRIPT_FILE).read_text()  # device: cpu, so no GPU is asked for
+    assert cli("submit", str(exp)).exit_code == 0
+    _wait(slurm_cluster)
+    record = read_all(exp)["run_000"]
+    assert record.state == "completed", (exp / record.log).read_text() if record.log else record
+    assert shlex.join([str(recipe), "--config", "configs/run_000.yaml"]) in (exp / record.log).read_text()
+    assert (exp / "runs" / "run_000" / "epoch_0" / "adapter_model.pt").is_file()
 
 
 @pytest.mark.slow

@@ -49,7 +49,7 @@ def _omegaconf_retypes(text: str) -> bool:
 
 @lru_cache(maxsize=1)
 def _loader() -> Any:
-    from omegaconf._yaml import get_yaml_loader
+    from omegaconf._utils import get_yaml_loader  # omegaconf 2.3 (pinned: what torchtune 0.6.1 was released with)
 
     return get_yaml_loader()("")
 

@@ -187,6 +187,8 @@ def _start(exp_dir: Path, mapping: RunMapping, run: RunEntry, *, capture: bool,
         (exp_dir / LOG_DIR).mkdir(exist_ok=True)
         log = open(exp_dir / log_rel, "w", buffering=1)  # one file per run, replaced by a rerun
         log.write(f"# {shlex.join(cmd)}\n# cwd {exp_dir}\n# started {record.started} on {record.host}\n")
+    else:
+        print(f"# {shlex.join(cmd)}", flush=True)  # the task's log says what ran, as a local run's log does
     write_status(exp_dir, record)
     try:
         proc = subprocess.Popen(
