@@ -5,10 +5,12 @@ Usage (from anywhere, with the project's environment):
     python bench/bench_status_collect.py                                   # the installed package
     python bench/bench_status_collect.py --code before=/tmp/before --code after=.   # side by side
     python bench/bench_status_collect.py --runs 1000 --repeat 1            # quicker, noisier
+    # a version from before omegaconf was pinned to 2.3.0 needs 2.4 (an unpacked wheel in /tmp/oc24):
+    python bench/bench_status_collect.py --code before=/tmp/before --extra-path before=/tmp/oc24 --code after=.
 
 What is measured, all as wall-clock time of a fresh `python -m torchtune_config_writer` process,
 for an experiment of N runs (--runs, default 1,000 and 10,000) on the package's tiny CPU example
-(tiny_lora_cpu.yaml, built once by `python -m torchtune_config_writer.assets`) with `optimizer.lr`
+(tiny_lora_cpu.yaml, built once by `python -m torchtune_config_writer.demo.assets`) with `optimizer.lr`
 taking N distinct values, no run started:
 
 * `generate --no-validate EXPERIMENT -o DIR` (torchtune is not imported: every key is in the base);
@@ -46,10 +48,10 @@ def parse_code(spec: str) -> tuple[str, Path]:
     return name, root
 
 
-def version_env(root: Path | None) -> dict[str, str]:
+def version_env(root: Path | None, extra: list[str] = ()) -> dict[str, str]:
     env = dict(os.environ)
     if root is not None:
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), *extra, env.get("PYTHONPATH")]))
     return env
 
 
@@ -95,6 +97,9 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3, help="runs of each command (median reported)")
     ap.add_argument("--code", type=parse_code, action="append", default=[], metavar="NAME=PATH",
                     help="a source checkout to measure (repeatable); default: the installed package")
+    ap.add_argument("--extra-path", action="append", default=[], metavar="NAME=DIR",
+                    help="also put DIR on version NAME's PYTHONPATH, after its checkout (e.g. an older "
+                         "version's own dependency pins, unpacked wheels)")
     args = ap.parse_args()
     sizes = [int(n) for n in args.runs.split(",") if n.strip()]
     versions: list[tuple[str, Path | None]] = args.code or [("installed", None)]
@@ -104,7 +109,11 @@ def main() -> None:
     load_before = os.getloadavg()[0]
     work = Path(tempfile.mkdtemp(prefix="tcw_bench_status_"))
     try:
-        rows = run(work, sizes, versions, args.repeat)
+        extra: dict[str, list[str]] = {}
+        for spec in args.extra_path:
+            name, _, path = spec.partition("=")
+            extra.setdefault(name, []).append(str(Path(path).resolve()))
+        rows = run(work, sizes, versions, args.repeat, extra)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     load_after = os.getloadavg()[0]
@@ -117,14 +126,16 @@ def main() -> None:
         print(f"| {runs:,} | {name} | " + " | ".join(f"{s:.2f}" for s in seconds) + " |")
 
 
-def run(work: Path, sizes: list[int], versions: list[tuple[str, Path | None]],
-        repeat: int) -> list[tuple[int, str, list[float]]]:
+def run(work: Path, sizes: list[int], versions: list[tuple[str, Path | None]], repeat: int,
+        extra: dict[str, list[str]]) -> list[tuple[int, str, list[float]]]:
     # cwd is the temp dir: `python -m` puts the cwd first on sys.path, which would shadow --code
-    envs = {name: version_env(root) for name, root in versions}
+    envs = {name: version_env(root, extra.get(name, [])) for name, root in versions}
     for name, root in versions:
         check_package(name, root, envs[name], work)
     assets = work / "assets"
-    timed([str(assets)], envs[versions[0][0]], work, module="torchtune_config_writer.assets")
+    # the assets are the same for every version: build them with this checkout's own code
+    timed([str(assets)], version_env(Path(__file__).resolve().parent.parent), work,
+          module="torchtune_config_writer.demo.assets")
 
     rows = []
     for runs in sizes:

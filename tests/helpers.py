@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ruamel.yaml import YAML
-
 from torchtune_config_writer import expdir
 
 LORA_1B = "llama3_2/1B_lora_single_device"
@@ -24,10 +22,6 @@ def write_experiment(tmp_path: Path, body: str, name: str = "experiment.yaml") -
     path = tmp_path / name
     path.write_text(body)
     return path
-
-
-def read_yaml(path: Path):
-    return YAML(typ="safe").load(path.read_text())
 
 
 def custom_recipe(directory: Path) -> Path:

@@ -108,3 +108,13 @@ def test_run_ids_keep_the_experiments_width(tmp_path):
 
     with pytest.raises(RunSelectionError, match=r"runs 0-1 \(run_0000 .. run_0001\)"):
         select_runs(wide, "5")
+
+
+def test_the_fast_json_copy_is_used_only_while_it_matches_the_yaml(make_experiment_dir):
+    exp = make_experiment_dir([{"optimizer.lr": 1e-3}, {"optimizer.lr": 3e-3}])
+    assert (exp / expdir.MAPPING_CACHE_FILE).is_file()
+    path = exp / expdir.MAPPING_FILE
+    path.write_text(path.read_text().replace("validation: passed", "validation: failed"))  # edited by hand
+    assert [r.validation for r in load_mapping(exp).runs] == ["failed", "failed"]
+    (exp / expdir.MAPPING_CACHE_FILE).write_text("{not json")  # a damaged copy is ignored too
+    assert load_mapping(exp).runs[1].parameters == {"optimizer.lr": 3e-3}

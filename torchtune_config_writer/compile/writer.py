@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 from .. import __version__
 from ..errors import ExperimentDirError
 from ..expdir import (
-    CONFIGS_DIR, EXPERIMENT_FILE, MAPPING_FILE, REPORT_FILE, RUNS_DIR, STATUS_DIR, MetricLog, RunEntry, RunMapping,
-    Validation, config_file, format_parameters, write_mapping,
+    CONFIGS_DIR, EXPERIMENT_FILE, MAPPING_FILE, REPORT_FILE, RUNS_DIR, MetricLog, RunEntry, RunMapping,
+    Validation, config_file, format_parameters, recorded_run_ids, write_mapping,
 )
 from .sbatch import write_submit_script
 from .yamlio import dump
@@ -62,7 +62,7 @@ def check_target(experiment_dir: Path, force: bool) -> None:
 
 
 def _started_runs(experiment_dir: Path) -> list[str]:
-    names = {p.stem for p in (experiment_dir / STATUS_DIR).glob("run_*.json")}
+    names = recorded_run_ids(experiment_dir)
     runs_dir = experiment_dir / RUNS_DIR
     if runs_dir.is_dir():
         names |= {p.name for p in runs_dir.iterdir() if p.is_dir() and any(p.iterdir())}

@@ -207,7 +207,7 @@ def _check_example(example_dir: Path) -> Path:
     if missing:
         raise ConfigWriterError(
             f"the tiny example ({', '.join(missing)}) is not in {example_dir}; reinstall the package "
-            "(it ships torchtune_config_writer/tiny/), or pass example_dir= pointing at a copy of it"
+            "(it ships torchtune_config_writer/demo/tiny/), or pass example_dir= pointing at a copy of it"
         )
     return example_dir
 
