@@ -11,7 +11,7 @@ import yaml
 from torchtune_config_writer import expdir, generate_configs
 from torchtune_config_writer.errors import ExperimentDirError
 from torchtune_config_writer.expdir import (
-    JobRecord, MetricLog, SlurmPlan, State, StatusRecord, load_mapping, read_jobs, read_status, write_status,
+    JobRecord, MetricLog, SlurmPlan, State, StatusRecord, load_mapping, read_jobs, read_status,
 )
 
 from helpers import run_table

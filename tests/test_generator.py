@@ -1,7 +1,6 @@
 """The compiler end to end on torchtune's real configs, validated by torchtune."""
 
 import hashlib
-import os
 
 import pytest
 from omegaconf import OmegaConf
