@@ -68,22 +68,11 @@ def status_cmd(experiment_dir: str, no_slurm: bool) -> None:
     States come from the runs' status records; for submitted runs squeue adds
     what the records cannot know (PENDING, RUNNING, CANCELLED before start, TIMEOUT).
     """
-    import shutil
-
     from ..execute import slurm_state
     from ..expdir import load_mapping
 
     mapping = load_mapping(experiment_dir)
-    jobs = slurm_state.submitted_job_ids(experiment_dir, mapping)
-    note, live = "", None
-    if jobs and not no_slurm:
-        if shutil.which("squeue") is None:
-            note = "(squeue is not on PATH: states of submitted runs are from their status records only)"
-        else:
-            live = slurm_state.query_tasks(jobs)
-            if live is None:
-                note = "(squeue failed: states of submitted runs are from their status records only)"
-    states = slurm_state.run_states(experiment_dir, mapping, use_slurm=False, live=live)
+    states, note = slurm_state.status_of(experiment_dir, mapping, use_slurm=not no_slurm)
     click.echo(slurm_state.format_status(states, mapping.variables, note))
 
 

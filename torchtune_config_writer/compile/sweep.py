@@ -14,6 +14,8 @@ import itertools
 from dataclasses import dataclass
 from typing import Any
 
+from .. import expdir
+
 
 @dataclass(frozen=True)
 class RunPlan:
@@ -25,8 +27,7 @@ class RunPlan:
 
 def run_id(index: int, total: int) -> str:
     """``run_007`` for a sweep under 1,000 runs, ``run_0007`` for up to 10,000, and so on."""
-    width = max(3, len(str(max(total - 1, 0))))
-    return f"run_{index:0{width}d}"
+    return expdir.run_id(index, max(3, len(str(max(total - 1, 0)))))
 
 
 def count_runs(variables: dict[str, list[Any]]) -> int:

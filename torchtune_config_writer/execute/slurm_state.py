@@ -205,17 +205,27 @@ def run_states(exp_dir: str | Path, mapping: RunMapping | None = None, *, use_sl
     >>> [(s.run_id, s.state) for s in run_states("outputs/demo")]     # doctest: +SKIP
     [('run_000', <State.COMPLETED: 'completed'>), ('run_001', <SlurmState.RUNNING: 'RUNNING'>)]
     """
+    return status_of(exp_dir, mapping, use_slurm=use_slurm, live=live)[0]
+
+
+def status_of(exp_dir: str | Path, mapping: RunMapping | None = None, *, use_slurm: bool = True,
+              live: dict[tuple[str, int], TaskState] | None = None) -> tuple[list[RunState], str]:
+    """``run_states``, and a note saying why SLURM's view is missing when squeue could not be asked ("" else)."""
     mapping = mapping or load_mapping(exp_dir)
     records = read_all(exp_dir, mapping)
     subs = submissions(exp_dir, mapping, records)
+    note = ""
     if live is None and use_slurm and subs:
         live = query_tasks({s.job_id for s in subs.values()})
+        if live is None:
+            why = "squeue is not on PATH" if shutil.which("squeue") is None else "squeue failed"
+            note = f"({why}: states of submitted runs are from their status records only)"
     live = live or {}
     states = []
     for run in sorted(mapping.runs, key=lambda r: r.index):
         sub = subs.get(run.index)
         states.append(merge(run, records[run.run_id], sub, live.get(sub.key) if sub else None))
-    return states
+    return states, note
 
 
 # ----------------------------------------------------------------------------- the status table
