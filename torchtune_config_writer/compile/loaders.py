@@ -1,5 +1,6 @@
 """Load the base config an experiment starts from, comments and key order intact.
 
+    >>> from torchtune_config_writer.compile.schema import load_experiment
     >>> base = load_base_config(load_experiment({"experiment_name": "x",
     ...     "base_config": "llama3_2/1B_lora_single_device"}))
     >>> base.recipe, base.data["model"]["lora_rank"]
