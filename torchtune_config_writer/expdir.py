@@ -244,6 +244,11 @@ class RunMapping:
         return len(self.runs[0].run_id) - len("run_") if self.runs else 3
 
 
+def is_recipe_file(recipe: str) -> bool:
+    """True for a recipe given as a path to a .py file, False for a name in torchtune's registry."""
+    return recipe.endswith(".py")
+
+
 def run_id(index: int, width: int = 3) -> str:
     """``run_007`` (``width`` digits)."""
     return f"run_{index:0{width}d}"
@@ -260,9 +265,9 @@ def _mapping_data(mapping: RunMapping) -> dict[str, Any]:
     return {k: data[k] for k in order if k in data}
 
 
-def dump_mapping(mapping: RunMapping) -> str:
-    """The text of run_mapping.yaml."""
-    text = yaml.dump(_mapping_data(mapping), Dumper=_Dumper, sort_keys=False, default_flow_style=False,
+def dump_mapping(mapping: RunMapping, data: dict[str, Any] | None = None) -> str:
+    """The text of run_mapping.yaml (``data``: ``_mapping_data(mapping)`` when the caller has it)."""
+    text = yaml.dump(data or _mapping_data(mapping), Dumper=_Dumper, sort_keys=False, default_flow_style=False,
                      allow_unicode=True, width=4096)
     return "# The run table of this experiment directory (Appendix B); written by `generate`, read by\n" \
            "# run, submit, status and collect. Do not edit: regenerate from experiment.yaml instead.\n" + text
@@ -271,9 +276,9 @@ def dump_mapping(mapping: RunMapping) -> str:
 def write_mapping(exp_dir: str | Path, mapping: RunMapping) -> Path:
     """Write run_mapping.yaml, and beside it the same data as JSON for fast reading (``MAPPING_CACHE_FILE``)."""
     path = Path(exp_dir) / MAPPING_FILE
-    text = dump_mapping(mapping)
-    path.write_text(text)
     data = _mapping_data(mapping)
+    text = dump_mapping(mapping, data)
+    path.write_text(text)
     try:
         blob = json.dumps({"source_sha256": hashlib.sha256(text.encode()).hexdigest(), "data": data}, allow_nan=False)
     except ValueError:
@@ -322,7 +327,7 @@ def load_mapping(exp_dir: str | Path) -> RunMapping:
     regenerate = "generate the experiment again (into a new directory if its runs have started)"
     try:
         data = _read_mapping_data(path)
-    except yaml.YAMLError as e:
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise ExperimentDirError(f"{path}: not valid YAML ({e}); {regenerate}") from None
     if not isinstance(data, dict) or not isinstance(data.get("runs"), list):
         raise ExperimentDirError(f"{path}: has no 'runs' list; {regenerate}")

@@ -21,7 +21,7 @@ from typing import Any
 
 from .. import __version__
 from ..errors import ConflictingKeyError, ExperimentSchemaError, SweepError, TorchtuneValidationError
-from ..expdir import REPORT_FILE, RUNS_DIR, SlurmPlan, Validation, config_file, format_parameters
+from ..expdir import REPORT_FILE, RUNS_DIR, SlurmPlan, Validation, config_file, format_parameters, is_recipe_file
 from .keys import Key, check_conflicts, check_nested, resolve_key
 from .loaders import BaseConfig, load_base_config
 from .merge import apply
@@ -306,6 +306,6 @@ def _header(exp: Experiment, base: BaseConfig, plan: RunPlan, labels: dict[str, 
     ]
     if labels:
         lines.append(f"# Parameters: {format_parameters(plan.parameters)}")
-    launch = f"python {base.recipe}" if base.recipe.endswith(".py") else f"tune run {base.recipe}"
+    launch = f"python {base.recipe}" if is_recipe_file(base.recipe) else f"tune run {base.recipe}"
     lines.append(f"# Run: {launch} --config {config_file(plan.run_id)}")
     return "\n".join(lines) + "\n\n"

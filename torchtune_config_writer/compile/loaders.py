@@ -16,6 +16,7 @@ from ruamel.yaml.comments import CommentedMap
 
 from . import registry
 from ..errors import BaseConfigNotFoundError, ExperimentSchemaError, did_you_mean
+from ..expdir import is_recipe_file
 from .schema import Experiment, parse_yaml
 
 
@@ -38,7 +39,7 @@ class BaseConfig:
         when it calls ``init_process_group``, as every distributed torchtune recipe
         does and no single-device one does.
         """
-        if self.recipe.endswith(".py"):
+        if is_recipe_file(self.recipe):
             return calls_init_process_group(Path(self.recipe))
         info = registry.recipe_info(self.recipe)
         return bool(info and info.supports_distributed)
@@ -102,7 +103,7 @@ def _check_builtin_recipe(found: registry.BuiltinConfig, recipe: str | None) -> 
 
 
 def _check_custom_recipe(recipe: str, exp: Experiment) -> str:
-    if recipe.endswith(".py"):
+    if is_recipe_file(recipe):
         path = Path(recipe) if Path(recipe).is_absolute() else exp.base_dir / recipe
         if not path.is_file():
             raise ExperimentSchemaError(f"recipe file '{path}' not found (a relative path is relative to the experiment file)")

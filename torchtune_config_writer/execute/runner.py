@@ -39,8 +39,8 @@ from typing import IO, Any, Callable, Iterable, Iterator
 
 from ..errors import ConfigWriterError, RunNotRunnableError
 from ..expdir import (
-    LOG_DIR, RunEntry, RunMapping, State, StatusRecord, format_parameters, load_mapping, local_log_file, read_all,
-    read_status, slurm_log_file, write_status,
+    LOG_DIR, RunEntry, RunMapping, State, StatusRecord, format_parameters, is_recipe_file, load_mapping,
+    local_log_file, read_all, read_status, slurm_log_file, write_status,
 )
 from .selection import check_all_runnable, check_runnable, find_run, select_runs
 
@@ -88,11 +88,6 @@ def build_command(mapping: RunMapping, run: RunEntry, nproc_per_node: int | str 
     if mapping.distributed:
         cmd += torchrun  # before the recipe name; tune run adds --standalone itself
     return cmd + [mapping.recipe, *config]
-
-
-def is_recipe_file(recipe: str) -> bool:
-    """True for a recipe given as a path to a .py file rather than a registry name."""
-    return recipe.endswith(".py")
 
 
 def nproc_for(nproc_per_node: int | str | None = None) -> int | str:
