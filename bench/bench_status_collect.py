@@ -97,6 +97,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3, help="runs of each command (median reported)")
     ap.add_argument("--code", type=parse_code, action="append", default=[], metavar="NAME=PATH",
                     help="a source checkout to measure (repeatable); default: the installed package")
+    ap.add_argument("--out", type=Path, help="also write the table to this markdown file")
     ap.add_argument("--extra-path", action="append", default=[], metavar="NAME=DIR",
                     help="also put DIR on version NAME's PYTHONPATH, after its checkout (e.g. an older "
                          "version's own dependency pins, unpacked wheels)")
@@ -118,12 +119,14 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
     load_after = os.getloadavg()[0]
 
-    print(f"\n{os.cpu_count()} CPU cores; 1-minute load average {load_before:.1f} before, {load_after:.1f} after"
-          f" (other work on the machine inflates every figure). Median of {args.repeat}, seconds, no run started.\n")
-    print("| runs | version | " + " | ".join(COLUMNS) + " |")
-    print("|---:|---|" + "---:|" * len(COLUMNS))
-    for runs, name, seconds in rows:
-        print(f"| {runs:,} | {name} | " + " | ".join(f"{s:.2f}" for s in seconds) + " |")
+    lines = [f"{os.cpu_count()} CPU cores; 1-minute load average {load_before:.1f} before, {load_after:.1f} after"
+             f" (other work on the machine inflates every figure). Median of {args.repeat}, seconds, no run started.",
+             "", "| runs | version | " + " | ".join(COLUMNS) + " |", "|---:|---|" + "---:|" * len(COLUMNS)]
+    lines += [f"| {runs:,} | {name} | " + " | ".join(f"{s:.2f}" for s in seconds) + " |" for runs, name, seconds in rows]
+    print("\n" + "\n".join(lines))
+    if args.out:
+        args.out.write_text("# `status` and `collect` on large experiments\n\n"
+                            "Written by `bench/bench_status_collect.py`.\n\n" + "\n".join(lines) + "\n")
 
 
 def run(work: Path, sizes: list[int], versions: list[tuple[str, Path | None]], repeat: int,
