@@ -119,10 +119,6 @@ def submit(exp_dir: str | Path, runs: str | None = None, *, failed: bool = False
     script = exp / SCRIPT_FILE
     if not script.is_file():
         raise ExperimentDirError(f"{script} is missing; generate the experiment again to write it")
-    sbatch = shutil.which("sbatch")
-    if not sbatch and not dry_run:
-        raise SlurmError("sbatch is not on PATH: submit from a SLURM login node (or run the runs here with "
-                         "`torchtune-config-writer run`)")
     # Under the lock, two submits neither lose each other's job ids nor both submit the same runs.
     with contextlib.nullcontext() if dry_run else jobs_lock(exp):
         states = run_states(exp, mapping)
@@ -134,6 +130,10 @@ def submit(exp_dir: str | Path, runs: str | None = None, *, failed: bool = False
             echo("no failed or cancelled runs: nothing to submit" if failed else "no runs selected: nothing to submit")
             return []
         _refuse_unsubmittable(exp, selected, states)
+        sbatch = shutil.which("sbatch")
+        if not sbatch and not dry_run:
+            raise SlurmError("sbatch is not on PATH: submit from a SLURM login node (or run the runs here with "
+                             "`torchtune-config-writer run`)")
         check_log_dir(exp)
         size = array_size(mapping, ask_cluster=not dry_run)
         chunks = plan_arrays((r.index for r in selected), size)
