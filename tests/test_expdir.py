@@ -118,3 +118,15 @@ def test_the_fast_json_copy_is_used_only_while_it_matches_the_yaml(make_experime
     assert [r.validation for r in load_mapping(exp).runs] == ["failed", "failed"]
     (exp / expdir.MAPPING_CACHE_FILE).write_text("{not json")  # a damaged copy is ignored too
     assert load_mapping(exp).runs[1].parameters == {"optimizer.lr": 3e-3}
+
+
+def test_metric_log_paths_keep_their_characters():
+    from torchtune_config_writer.compile.writer import metric_log
+
+    logger = {"_component_": "torchtune.training.metric_logging.DiskLogger", "log_dir": "${output_dir}/logs"}
+    odd = Path("/e/runs/a\\1b")  # a backslash followed by a digit: a group reference to re.sub
+    assert metric_log({"metric_logger": logger}, odd, Path("/e")) == MetricLog(f"{odd}/logs", None)
+    relative = {"metric_logger": {**logger, "log_dir": "metrics", "filename": "m.txt"}}
+    assert metric_log(relative, odd, Path("/e")) == MetricLog("/e/metrics", "m.txt")
+    assert metric_log({"metric_logger": {"_component_": "torchtune.training.metric_logging.StdoutLogger"}},
+                      odd, Path("/e")) is None

@@ -344,7 +344,8 @@ def test_slurm_states_override_records_only_when_they_know_more(handmade) -> Non
     # run_007 was submitted by hand (`sbatch submit.sbatch`): only its record names the job.
     record(exp, "run_007", "running", **{"started": submitted, "slurm_array_job_id": "60",
                        "slurm_array_task_id": "7"})
-    assert slurm_state.submitted_job_ids(exp) == ["50", "60"]
+    subs = slurm_state.submissions(exp, load_mapping(exp), read_all(exp))
+    assert sorted({s.job_id for s in subs.values()}) == ["50", "60"]
     live = {("50", t): slurm_state.TaskState("50", t, SlurmState(state), code, 5.0, "")
             for t, state, code in [(0, "COMPLETED", 0), (1, "RUNNING", None), (2, "TIMEOUT", 143),
                                    (3, "CANCELLED", 0), (4, "PENDING", None), (5, "PENDING", None),

@@ -47,15 +47,11 @@ def submit_cmd(experiment_dir: str, runs: str | None, failed: bool, dry_run: boo
     Only validated, unchanged configs are submitted, and completed runs only with
     --force; job ids are appended to slurm_jobs.yaml. `status` shows how the runs are doing.
     """
-    from ..execute import submit
-    from ..expdir import load_mapping
+    from ..execute.submit import submit
 
-    arrays = submit.submit(experiment_dir, runs, failed=failed, dry_run=dry_run, force=force, echo=click.echo)
-    if arrays and dry_run:
-        size = submit.array_size(load_mapping(experiment_dir), ask_cluster=False)
-        click.echo(f"(dry run: nothing submitted; arrays of at most {size} tasks, from slurm.max_array_size; "
-                   "a real submit also obeys the cluster's MaxArraySize)", err=True)
-    elif arrays:
+    arrays = submit(experiment_dir, runs, failed=failed, dry_run=dry_run, force=force, echo=click.echo,
+                    note=lambda line: click.echo(line, err=True))
+    if arrays and not dry_run:
         click.echo(f"follow them with: torchtune-config-writer status {experiment_dir}")
 
 

@@ -157,10 +157,11 @@ def metric_log(config: dict, output_dir: Path, experiment_dir: Path) -> MetricLo
         return None
     log_dir: Any = logger.get("log_dir")
     filename: Any = logger.get("filename")
-    if isinstance(log_dir, str) or isinstance(filename, str):
-        log_dir = _OUTPUT_DIR_REF.sub(str(output_dir), str(log_dir)) if log_dir is not None else None
-        if "${" in str(log_dir) or "${" in str(filename):
-            log_dir, filename = _resolve_with_omegaconf(config, output_dir)
+    if isinstance(log_dir, str):
+        # a function, not a replacement string: a backslash in the path must stay a backslash
+        log_dir = _OUTPUT_DIR_REF.sub(lambda _: str(output_dir), log_dir)
+    if "${" in str(log_dir) or "${" in str(filename):
+        log_dir, filename = _resolve_with_omegaconf(config, output_dir)
     if not log_dir:
         return MetricLog(str(output_dir / "logs"), None)
     path = Path(str(log_dir)).expanduser()

@@ -158,13 +158,6 @@ def submissions(exp_dir: str | Path, mapping: RunMapping, records: dict[str, Sta
     return subs
 
 
-def submitted_job_ids(exp_dir: str | Path, mapping: RunMapping | None = None) -> list[str]:
-    """The SLURM array job ids that ran or will run the experiment's runs (what ``status`` asks squeue about)."""
-    mapping = mapping or load_mapping(exp_dir)
-    subs = submissions(exp_dir, mapping, read_all(exp_dir, mapping))
-    return sorted({s.job_id for s in subs.values()})
-
-
 def merge(run: RunEntry, rec: StatusRecord, sub: Submission | None, task: TaskState | None) -> RunState:
     """One run's state from its record, its latest SLURM task (``sub``) and what squeue says of that task."""
     rec_job = rec.slurm_task

@@ -101,7 +101,8 @@ def _refuse_unsubmittable(exp: Path, selected: list[RunEntry], states: list[RunS
 
 
 def submit(exp_dir: str | Path, runs: str | None = None, *, failed: bool = False, dry_run: bool = False,
-           force: bool = False, echo: Callable[[str], None] = print) -> list[SubmittedArray]:
+           force: bool = False, echo: Callable[[str], None] = print,
+           note: Callable[[str], None] = lambda line: None) -> list[SubmittedArray]:
     """Submit the selected runs of an experiment directory as job array(s) of its ``submit.sbatch``.
 
     Every selected run must be runnable (validation passed, config unchanged) and
@@ -110,6 +111,8 @@ def submit(exp_dir: str | Path, runs: str | None = None, *, failed: bool = False
     MaxArraySize become several arrays (the offset is the script's argument);
     with ``max_concurrent`` each waits for the previous one so that at most K
     runs ever run at once. Job ids are appended to ``slurm_jobs.yaml``.
+    ``echo`` gets the progress (on a dry run, the sbatch commands); ``note``
+    what a dry run assumed instead of asking the cluster.
 
     >>> [a.job_id for a in submit("outputs/demo", failed=True)]      # doctest: +SKIP
     ['57']
@@ -136,6 +139,9 @@ def submit(exp_dir: str | Path, runs: str | None = None, *, failed: bool = False
                              "`torchtune-config-writer run`)")
         check_log_dir(exp)
         size = array_size(mapping, ask_cluster=not dry_run)
+        if dry_run:
+            note(f"(dry run: nothing submitted; arrays of at most {size} tasks, from slurm.max_array_size; "
+                 "a real submit also obeys the cluster's MaxArraySize)")
         chunks = plan_arrays((r.index for r in selected), size)
         if not dry_run:
             (exp / LOG_DIR).mkdir(exist_ok=True)  # SLURM does not create the directory of --output
