@@ -54,6 +54,7 @@ def test_a_directory_of_another_format_says_to_regenerate(make_experiment_dir):
     with pytest.raises(ExperimentDirError, match="written by another version.*generate the experiment again"):
         load_mapping(exp)
     data = yaml.safe_load(path.read_text())
+    data["format"] = expdir.FORMAT
     del data["runs"][0]["metric_log"]
     path.write_text(yaml.safe_dump(data))
     with pytest.raises(ExperimentDirError, match=r"runs\[0\] lacks metric_log"):

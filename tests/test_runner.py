@@ -262,7 +262,7 @@ def test_not_an_experiment_dir(tmp_path):
     (tmp_path / "experiment.yaml").write_text("experiment_name: x\n")
     with pytest.raises(ExperimentDirError, match="generate it first"):
         load_mapping(tmp_path / "experiment.yaml")
-    (tmp_path / "run_mapping.yaml").write_text("runs:\n  - {run_id: run_000, index: 0}\n")
+    (tmp_path / "run_mapping.yaml").write_text(f"format: {expdir.FORMAT}\nruns:\n  - {{run_id: run_000, index: 0}}\n")
     with pytest.raises(ExperimentDirError, match=r"runs\[0\] lacks config, config_sha256"):
         load_mapping(tmp_path)
 

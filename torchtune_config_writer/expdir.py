@@ -34,7 +34,7 @@ from .atomic import atomic_write_text
 from .errors import ExperimentDirError
 
 #: Version of the run_mapping.yaml layout; a directory with another one must be generated again.
-FORMAT = 2
+FORMAT = 3
 
 # ----------------------------------------------------------------------------- file names
 
@@ -44,6 +44,8 @@ MAPPING_FILE = "run_mapping.yaml"
 MAPPING_CACHE_FILE = ".run_mapping.json"
 REPORT_FILE = "validation_report.txt"
 SCRIPT_FILE = "submit.sbatch"
+#: The job-array script of the runs whose SLURM resources differ from the first run's (``submit_1.sbatch``...).
+SCRIPT_FILE_N = "submit_{n}.sbatch"
 JOBS_FILE = "slurm_jobs.yaml"
 JOBS_LOCK_FILE = ".slurm_jobs.lock"
 CONFIGS_DIR = "configs"
@@ -201,10 +203,25 @@ class RunEntry:
     """sha256 of the config file as written; a run whose file changed since may not run."""
     output_dir: str
     parameters: dict[str, Any]
-    """Variable (resolved dotted path) -> this run's value, in variable order."""
+    """Axis (resolved dotted path) -> this run's value, in axis order: variables, zip, sample, then ``seed``."""
     validation: Validation
     metric_log: MetricLog | None
     """Where its metrics go; None when its metric logger is not torchtune's DiskLogger."""
+    name: str | None = None
+    """Its ``run_name`` (None when the experiment names no runs)."""
+    derived: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """Values computed from expressions (``derived:`` and ``{{ }}`` controls), by dotted path."""
+    seed: Any = None
+    """Its value of the ``seeds:`` axis (None without one)."""
+    configuration: int = 0
+    """Runs that differ only in their seed share this number (dense, in run order)."""
+    resources: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """SLURM resources in which this run differs from ``RunMapping.slurm`` (empty: the same)."""
+
+    @property
+    def label(self) -> str:
+        """How people see the run: its name, else its id."""
+        return self.name or self.run_id
 
 
 @dataclass(frozen=True)
@@ -221,9 +238,15 @@ class RunMapping:
     created: str
     tool_version: str
     variables: tuple[str, ...]
+    """Every axis (dotted path): variables, zip and sample keys, then ``seed`` when there are seeds."""
     validation: Validation
     slurm: SlurmPlan
+    """Experiment-wide settings, and the resources of the first run (a run lists where it differs)."""
     runs: tuple[RunEntry, ...]
+    derived: tuple[str, ...] = ()
+    """Dotted paths set by expressions, per run."""
+    seeded: bool = False
+    """True when the experiment has ``seeds:`` (results then aggregate over seeds per configuration)."""
     format: int = FORMAT
 
     @cached_property
@@ -261,7 +284,7 @@ def _mapping_data(mapping: RunMapping) -> dict[str, Any]:
     data = _plain(mapping)
     data.pop("base_config_file" if mapping.base_config else "base_config")
     order = ["format", "experiment_name", "recipe", "distributed", "base_config", "base_config_file", "created",
-             "tool_version", "variables", "validation", "slurm", "runs"]
+             "tool_version", "variables", "derived", "seeded", "validation", "slurm", "runs"]
     return {k: data[k] for k in order if k in data}
 
 
@@ -331,16 +354,16 @@ def load_mapping(exp_dir: str | Path) -> RunMapping:
         raise ExperimentDirError(f"{path}: not valid YAML ({e}); {regenerate}") from None
     if not isinstance(data, dict) or not isinstance(data.get("runs"), list):
         raise ExperimentDirError(f"{path}: has no 'runs' list; {regenerate}")
-    for i, run in enumerate(data["runs"]):
-        missing = [k for k in _RUN_KEYS if not isinstance(run, dict) or k not in run]
-        if missing:
-            raise ExperimentDirError(f"{path}: runs[{i}] lacks {', '.join(missing)}; the file was edited or written "
-                                     f"by another version of torchtune_config_writer: {regenerate}")
     if data.get("format") != FORMAT:
         raise ExperimentDirError(
             f"{path} was written by another version of torchtune_config_writer (format {data.get('format', 1)}, "
             f"this version reads format {FORMAT}); {regenerate}"
         )
+    for i, run in enumerate(data["runs"]):
+        missing = [k for k in _RUN_KEYS if not isinstance(run, dict) or k not in run]
+        if missing:
+            raise ExperimentDirError(f"{path}: runs[{i}] lacks {', '.join(missing)}; the file was edited or written "
+                                     f"by another version of torchtune_config_writer: {regenerate}")
     try:
         return RunMapping(
             experiment_name=str(data["experiment_name"]), recipe=str(data["recipe"]),
@@ -349,6 +372,7 @@ def load_mapping(exp_dir: str | Path) -> RunMapping:
             tool_version=str(data["tool_version"]), variables=tuple(str(v) for v in data["variables"]),
             validation=Validation(data["validation"]), slurm=_build(SlurmPlan, data["slurm"]),
             runs=tuple(_run_entry(r) for r in data["runs"]),
+            derived=tuple(str(v) for v in data["derived"]), seeded=bool(data["seeded"]),
         )
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise ExperimentDirError(
@@ -363,6 +387,8 @@ def _run_entry(data: dict[str, Any]) -> RunEntry:
         config_sha256=str(data["config_sha256"]), output_dir=str(data["output_dir"]),
         parameters=dict(data["parameters"] or {}), validation=Validation(data["validation"]),
         metric_log=None if log is None else MetricLog(str(log["dir"]), log.get("filename")),
+        name=None if data["name"] is None else str(data["name"]), derived=dict(data["derived"] or {}),
+        seed=data["seed"], configuration=int(data["configuration"]), resources=dict(data["resources"] or {}),
     )
 
 
@@ -578,6 +604,34 @@ def plan_arrays(indices: Iterable[int], max_array_size: int) -> list[ArrayChunk]
     for i in sorted(set(int(i) for i in indices)):
         groups.setdefault(i // max_array_size, []).append(i)
     return [ArrayChunk(k * max_array_size, tuple(i - k * max_array_size for i in ids)) for k, ids in groups.items()]
+
+
+@dataclass(frozen=True)
+class ScriptGroup:
+    """Runs that ask SLURM for the same resources: they share one job-array script."""
+
+    script: str
+    """Its file name in the experiment directory (``submit.sbatch``, ``submit_1.sbatch``, ...)."""
+    resources: SlurmPlan
+    """``RunMapping.slurm`` with the group's own resources."""
+    indices: tuple[int, ...]
+
+
+def script_groups(mapping: RunMapping) -> list[ScriptGroup]:
+    """The runs grouped by their SLURM resources, in order of first appearance; the first is ``submit.sbatch``.
+
+    >>> [g.script for g in script_groups(mapping)]                       # doctest: +SKIP
+    ['submit.sbatch', 'submit_1.sbatch']
+    """
+    found: dict[str, tuple[dict[str, Any], list[int]]] = {}
+    for run in sorted(mapping.runs, key=lambda r: r.index):
+        key = json.dumps(run.resources, sort_keys=True, default=str)
+        found.setdefault(key, (run.resources, []))[1].append(run.index)
+    return [
+        ScriptGroup(SCRIPT_FILE if n == 0 else SCRIPT_FILE_N.format(n=n),
+                    dataclasses.replace(mapping.slurm, **resources), tuple(indices))
+        for n, (resources, indices) in enumerate(found.values())
+    ]
 
 
 # ----------------------------------------------------------------------------- parameters, for people
