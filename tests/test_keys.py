@@ -1,7 +1,7 @@
 import pytest
 
 from torchtune_config_writer.errors import AmbiguousKeyError, ConflictingKeyError, UnknownKeyError
-from torchtune_config_writer.compile.keys import ALIASES, Key, check_conflicts, check_nested, resolve_key
+from torchtune_config_writer.compile.keys import ALIASES, Key, Setting, check_conflicts, check_nested, resolve_key
 from torchtune_config_writer.compile.loaders import load_base_config
 from torchtune_config_writer.compile.schema import load_experiment
 
@@ -105,10 +105,24 @@ def test_nested_mapping_keys_are_checked(base):
 def test_conflicts_between_variables_and_controls():
     lr = Key("optimizer.lr", ("optimizer", "lr"))
     opt = Key("optimizer", ("optimizer",))
+    var = Setting(Key("lr", ("optimizer", "lr")), "variables")
     with pytest.raises(ConflictingKeyError, match="both a variable"):
-        check_conflicts([lr], [0.1], [Key("lr", ("optimizer", "lr"))])
+        check_conflicts([Setting(lr, "controls", 0.1)], [var])
     with pytest.raises(ConflictingKeyError, match="both a variable"):
-        check_conflicts([opt], [{"lr": 0.1}], [Key("lr", ("optimizer", "lr"))])
-    check_conflicts([opt], [{"_component_": "torch.optim.SGD"}], [Key("lr", ("optimizer", "lr"))])
+        check_conflicts([Setting(opt, "controls", {"lr": 0.1})], [var])
+    check_conflicts([Setting(opt, "controls", {"_component_": "torch.optim.SGD"})], [var])
     with pytest.raises(ConflictingKeyError, match="both set"):
-        check_conflicts([], [], [lr, Key("lr", ("optimizer", "lr"))])
+        check_conflicts([], [Setting(lr, "variables"), var])
+    with pytest.raises(ConflictingKeyError, match=r"\(variables and derived\) both set"):
+        check_conflicts([], [var, Setting(lr, "derived")])
+
+
+def test_an_included_control_yields_to_the_including_file():
+    lr = Key("optimizer.lr", ("optimizer", "lr"))
+    included, own = Setting(lr, "controls", 0.1, layer=0), Setting(Key("lr", lr.path), "controls", 0.2, layer=1)
+    check_conflicts([included, own], [])                           # the later file wins
+    check_conflicts([included], [Setting(lr, "variables", layer=1)])
+    with pytest.raises(ConflictingKeyError, match="both set"):
+        check_conflicts([own, Setting(lr, "controls", 0.3, layer=1)], [])
+    with pytest.raises(ConflictingKeyError, match="both a variable"):  # a variable of an included file does not win
+        check_conflicts([own], [Setting(lr, "variables", layer=0)])

@@ -60,7 +60,7 @@ def record(exp: Path, run_id: str, state: str, **fields) -> None:
 
 def mapping_of(n: int, settings: SlurmSettings, name: str = "demo") -> expdir.RunMapping:
     """A run table of ``n`` runs with the SLURM settings ``generate`` would record for ``settings``."""
-    return run_table(n, sbatch.plan_slurm(settings, ["cuda"])[0], name)
+    return run_table(n, sbatch.plan_resources(settings, [("cuda", None)])[0], name)
 
 
 def render(settings: SlurmSettings, n: int = 5) -> str:
@@ -183,7 +183,7 @@ def test_rendered_script_runs_without_injection(tmp_path: Path, monkeypatch: pyt
     (exp / "run_mapping.yaml").write_text("runs: []\n")
     name = 'n"; touch PWNED_name; echo " $(touch PWNED_name2) # x'
     settings = SlurmSettings(job_name=name, max_concurrent=2, stagger_seconds=1.5, partition="a b")
-    script = sbatch.write_submit_script(exp, mapping_of(9, settings), settings)
+    script = sbatch.write_submit_scripts(exp, mapping_of(9, settings), settings)[0]
     assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
     proc = _sandbox_run(script, exp, sandbox, 3, "4")
     assert proc.returncode == 7, proc.stderr  # the stub's exit code: the script exec'd it
@@ -200,7 +200,7 @@ def test_script_refuses_a_bad_offset_and_a_foreign_directory(tmp_path: Path) -> 
     exp = tmp_path / "exp"
     exp.mkdir()
     (exp / "run_mapping.yaml").write_text("runs: []\n")
-    script = sbatch.write_submit_script(exp, mapping_of(5, SlurmSettings(setup=[])), SlurmSettings(setup=[]))
+    script = sbatch.write_submit_scripts(exp, mapping_of(5, SlurmSettings(setup=[])), SlurmSettings(setup=[]))[0]
     proc = _sandbox_run(script, exp, tmp_path, 0, "1; touch PWNED")
     assert proc.returncode == 2 and "offset must be a number" in proc.stderr
     proc = _sandbox_run(script, tmp_path, tmp_path, 0)
@@ -235,8 +235,8 @@ def handmade(make_experiment_dir):
     def make(n: int, settings: SlurmSettings | None = None, **kwargs) -> Path:
         settings = settings or SlurmSettings(gpus_per_run=0)
         exp = make_experiment_dir([{"optimizer.lr": 1e-3 * (i + 1)} for i in range(n)],
-                                  slurm=sbatch.plan_slurm(settings, ["cpu"])[0], **kwargs)
-        sbatch.write_submit_script(exp, load_mapping(exp), settings)
+                                  slurm=sbatch.plan_resources(settings, [("cpu", None)])[0], **kwargs)
+        sbatch.write_submit_scripts(exp, load_mapping(exp), settings)[0]
         return exp
     return make
 

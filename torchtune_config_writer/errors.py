@@ -70,6 +70,10 @@ class SweepError(ValidationError):
     """The planned runs would collide with one another."""
 
 
+class ExpressionError(ValidationError):
+    """A ``{{ … }}`` expression failed for a run (a name it reads is missing, a division by zero...)."""
+
+
 class MergeError(ConfigWriterError):
     """An override cannot be merged into the base config."""
 

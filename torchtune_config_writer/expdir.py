@@ -39,6 +39,8 @@ FORMAT = 3
 # ----------------------------------------------------------------------------- file names
 
 EXPERIMENT_FILE = "experiment.yaml"
+#: experiment.yaml with its ``include:`` fragments merged in (written only when it has includes).
+RESOLVED_EXPERIMENT_FILE = "experiment.resolved.yaml"
 MAPPING_FILE = "run_mapping.yaml"
 #: The same data as JSON, written with it; read instead when it matches the YAML's sha256.
 MAPPING_CACHE_FILE = ".run_mapping.json"

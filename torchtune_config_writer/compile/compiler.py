@@ -22,13 +22,19 @@ from typing import Any
 from .. import __version__
 from ..errors import ConflictingKeyError, ExperimentSchemaError, SweepError, TorchtuneValidationError
 from ..expdir import REPORT_FILE, RUNS_DIR, SlurmPlan, Validation, config_file, format_parameters, is_recipe_file
-from .keys import Key, check_conflicts, check_nested, resolve_key
+from .expressions import has_template
+from .keys import Key, Setting, check_conflicts, check_nested, resolve_key
 from .loaders import BaseConfig, load_base_config
 from .merge import apply
+from .plan import Counts, PlannedRun, build_plan, resolve_axes, resolve_computed
 from .render import Renderer
-from .sbatch import plan_slurm
-from .schema import Experiment, load_experiment
-from .sweep import RunPlan, plan_runs
+from .sbatch import plan_resources
+from .schema import Experiment, load_experiment, to_plain
+try:
+    from .yamlio import comment_text
+except ImportError:  # TEMPORARY until yamlio.comment_text lands
+    def comment_text(text: str) -> str:
+        return text.encode("unicode_escape").decode("ascii")
 from .validate import Problem, path_warnings, validate_configs
 from .writer import check_run_dirs, check_target, write_experiment_dir
 
@@ -47,6 +53,14 @@ class RunResult:
     """Resolved dotted path → value."""
     labels: dict[str, Any]
     """The same values under the names the experiment file used."""
+    name: str | None = None
+    derived: dict[str, Any] = field(default_factory=dict)
+    """Dotted path → value of every key computed by an expression."""
+    seed: Any = None
+    configuration: int = 0
+    """Runs that differ only in their seed share this number."""
+    resources: dict[str, Any] = field(default_factory=dict)
+    """SLURM resources in which this run differs from ``GenerationResult.slurm``."""
     validation: Validation = Validation.SKIPPED
     problems: list[str] = field(default_factory=list)
     text: str = field(default="", repr=False)
@@ -73,9 +87,13 @@ class GenerationResult:
     """Built-in config name or base file path."""
     distributed: bool
     variables: list[str]
+    """Every axis, by dotted path."""
+    derived: list[str]
     runs: list[RunResult]
     slurm: SlurmPlan
     """The resolved ``slurm:`` settings recorded in run_mapping.yaml."""
+    counts: Counts
+    """How many combinations, excluded, seeds and runs."""
     problems: list[Problem]
     validated: bool
     written: bool = False
@@ -148,68 +166,70 @@ def compile_experiment(exp: Experiment, experiment_dir: Path) -> GenerationResul
     """Build every run's config in memory (no validation, nothing written)."""
     base = load_base_config(exp)
     template = base.data
-    control_keys: list[Key] = []
+    controls, expression_controls = [], []
     for raw, value in exp.controls.items():
         where = exp.where("controls", raw)
         key = resolve_key(raw, template, where)
         _refuse_output_dir(key, where)
         check_nested(key, value, template, where)
-        apply(template, key, value)
-        control_keys.append(key)
+        controls.append(Setting(key, "controls", value, exp.layer("controls", raw)))
+        if has_template(value):
+            expression_controls.append((raw, key, value))  # set per run, with the derived keys
+        else:
+            apply(template, key, value)
 
-    var_keys = []
-    for raw, values in exp.variables.items():
-        where = exp.where("variables", raw)
-        key = resolve_key(raw, template, where)
-        _refuse_output_dir(key, where)
-        if key.op == "delete":
-            raise ExperimentSchemaError(f"{where}: '{raw}' deletes a key; deleting belongs in controls ('{raw}: null')")
-        for value in values:
-            check_nested(key, value, template, where)
-        var_keys.append(key)
-    check_conflicts(control_keys, list(exp.controls.values()), var_keys, exp.where)
+    axes, axis_keys = resolve_axes(exp, template)
+    computed = resolve_computed(exp, template, expression_controls)
+    swept = [Setting(a.key, a.kind, layer=exp.layer("variables", a.label) if a.kind == "variables" else 1 << 30)
+             for a in axis_keys]
+    swept += [Setting(c.key, "derived", layer=exp.layer("derived", c.label)) for c in computed if c.section == "derived"]
+    check_conflicts(controls, swept, exp.where)
 
-    by_path = dict(zip([k.dotted for k in var_keys], var_keys))
-    plans = plan_runs({k.dotted: v for k, v in zip(var_keys, exp.variables.values())})
     runs_root = _runs_root(exp, experiment_dir)
+    plan = build_plan(exp, template, to_plain(template), experiment_dir, runs_root, axes, axis_keys, computed)
     output_key = Key("output_dir", ("output_dir",), "set" if "output_dir" in template else "add")
     if "output_dir" in template:
         # every run's output_dir has the same length, so its comment sits in the same column in every config
-        template["output_dir"] = str(runs_root / plans[0].run_id)
+        template["output_dir"] = str(plan.runs[0].output_dir)
         _mark_output_dir(template)
     renderer = Renderer(template)
     runs = []
-    for plan in plans:
-        output_dir = runs_root / plan.run_id
-        overrides = [(by_path[p], v) for p, v in plan.parameters.items()] + [(output_key, str(output_dir))]
-        text, config = renderer.render(overrides)
-        labels = {k.raw: v for k, v in zip(var_keys, plan.parameters.values())}
+    for p in plan.runs:
+        text, config = renderer.render(p.overrides + [(output_key, str(p.output_dir))])
         runs.append(
             RunResult(
-                run_id=plan.run_id,
-                index=plan.index,
-                config_path=experiment_dir / config_file(plan.run_id),
-                output_dir=output_dir,
-                parameters=plan.parameters,
-                labels=labels,
-                text=_header(exp, base, plan, labels) + text,
+                run_id=p.run_id,
+                index=p.index,
+                config_path=experiment_dir / config_file(p.run_id),
+                output_dir=p.output_dir,
+                parameters=p.parameters,
+                labels=p.labels,
+                name=p.name,
+                derived=p.derived,
+                seed=p.seed,
+                configuration=p.configuration,
+                text=_header(exp, base, p) + text,
                 plain=config,
             )
         )
-    _refuse_collisions(runs, [k.path for k in var_keys])
-    slurm, slurm_note = plan_slurm(exp.slurm, (r.plain.get("device", "cuda") for r in runs))
+    _refuse_collisions(runs, [a.key.path for a in axis_keys] + [c.key.path for c in computed])
+    slurm, resources, slurm_note = plan_resources(exp.slurm, [(r.plain.get("device", "cuda"), p.slurm) for r, p in zip(runs, plan.runs)])
+    for run, own in zip(runs, resources):
+        run.resources = own
     return GenerationResult(
         experiment=exp,
         experiment_dir=experiment_dir,
         recipe=base.recipe,
         base=base.name or str(base.path),
         distributed=base.distributed,
-        variables=[k.dotted for k in var_keys],
+        variables=[a.key.dotted for a in axis_keys],
+        derived=[c.key.dotted for c in computed],
         runs=runs,
         slurm=slurm,
+        counts=plan.counts,
         problems=[],
         validated=False,
-        notes=[slurm_note] if slurm_note else [],
+        notes=plan.notes + ([slurm_note] if slurm_note else []),
     )
 
 
@@ -299,13 +319,18 @@ def _runs_root(exp: Experiment, experiment_dir: Path) -> Path:
     return experiment_dir / RUNS_DIR
 
 
-def _header(exp: Experiment, base: BaseConfig, plan: RunPlan, labels: dict[str, Any]) -> str:
+def _header(exp: Experiment, base: BaseConfig, run: PlannedRun) -> str:
     lines = [
-        f"# Generated by torchtune_config_writer {__version__} for experiment '{exp.experiment_name}', {plan.run_id}",
+        f"# Generated by torchtune_config_writer {__version__} for experiment '{exp.experiment_name}', {run.run_id}",
         f"# Base: {base.name or base.path} (recipe {base.recipe})",
     ]
-    if labels:
-        lines.append(f"# Parameters: {format_parameters(plan.parameters)}")
+    if run.name is not None:
+        lines.append(f"# Name: {run.name}")
+    if run.parameters:
+        lines.append(f"# Parameters: {format_parameters(run.parameters)}")
+    if run.derived:
+        lines.append(f"# Derived: {format_parameters(run.derived)}")
     launch = f"python {base.recipe}" if is_recipe_file(base.recipe) else f"tune run {base.recipe}"
-    lines.append(f"# Run: {launch} --config {config_file(plan.run_id)}")
-    return "\n".join(lines) + "\n\n"
+    lines.append(f"# Run: {launch} --config {config_file(run.run_id)}")
+    # a value may hold a line break: escaped, or its tail would become live YAML
+    return "\n".join(comment_text(line) for line in lines) + "\n\n"

@@ -116,24 +116,37 @@ def check_nested(key: Key, value: Any, tree: dict, section: str) -> None:
             check_nested(Key(here, path), child_value, tree, section)
 
 
-def check_conflicts(
-    controls: list[Key], control_values: list[Any], variables: list[Key], locate: Callable[[str, str], str] | None = None
-) -> None:
-    """Refuse a key set twice: twice in one section, or as both a variable and a control.
+@dataclass(frozen=True)
+class Setting:
+    """A resolved key as one section of the experiment sets it."""
+
+    key: Key
+    section: str
+    """``controls``, ``variables``, ``zip``, ``sample``, ``seeds`` or ``derived``."""
+    value: Any = None
+    layer: int = 0
+    """Which file set it (an included file is lower than the file including it)."""
+
+
+def check_conflicts(controls: list[Setting], swept: list[Setting], locate: Callable[[str, str], str] | None = None) -> None:
+    """Refuse a key set twice: twice by the axes and derived keys, twice by controls of one file, or as a
+    control and an axis/derived key. A control from an included file yields to the including file's keys.
 
     ``locate(section, raw_key)`` names where a key was written (``'experiment.yaml:7 (controls)'``).
     """
     locate = locate or (lambda section, raw: section)
-    _no_repeats(variables, "variables", locate)
-    _no_repeats(controls, "controls", locate)
-    leaves = [(key, leaf) for key, value in zip(controls, control_values) for leaf in _leaf_paths(key.path, value)]
-    for var in variables:
-        for key, leaf in leaves:
-            n = min(len(leaf), len(var.path))
-            if leaf[:n] == var.path[:n]:
+    _no_repeats(swept, locate)
+    _no_repeats(controls, locate)
+    leaves = [(c, leaf) for c in controls for leaf in _leaf_paths(c.key.path, c.value)]
+    for other in swept:
+        for control, leaf in leaves:
+            n = min(len(leaf), len(other.key.path))
+            if leaf[:n] == other.key.path[:n] and control.layer >= other.layer:
+                what = "swept" if other.section != "derived" else "derived"
                 raise ConflictingKeyError(
-                    f"'{var.dotted}' is both a variable ('{var.raw}') and a control ('{key.raw}'); "
-                    "a key is either fixed or swept: remove it from one of the two sections"
+                    f"{locate(other.section, other.key.raw)}: '{other.key.dotted}' is both {'a variable' if what == 'swept' else 'derived'} "
+                    f"('{other.key.raw}'{'' if other.section in ('variables', 'derived') else ' in ' + other.section}) and a control ('{control.key.raw}'); a key is either fixed or "
+                    f"{what}: remove it from one of the two sections"
                 )
 
 
@@ -203,15 +216,18 @@ def _component_accepts(tree: dict, path: tuple[str, ...]) -> bool:
     return accepted is None or path[-1] in accepted
 
 
-def _no_repeats(keys: list[Key], section: str, locate: Callable[[str, str], str]) -> None:
-    seen: dict[tuple[str, ...], Key] = {}
-    for key in keys:
-        earlier = seen.get(key.path)
-        if earlier and not (earlier.op == "delete" and key.op == "add"):  # ~k then +k replaces k on purpose
+def _no_repeats(settings: list[Setting], locate: Callable[[str, str], str]) -> None:
+    seen: dict[tuple[str, ...], Setting] = {}
+    for s in settings:
+        earlier = seen.get(s.key.path)
+        if earlier and earlier.layer == s.layer and not (earlier.key.op == "delete" and s.key.op == "add"):
+            # (~k then +k replaces k on purpose; a later file overriding an included one is what include means)
+            where = "" if earlier.section == s.section else f" ({earlier.section} and {s.section})"
             raise ConflictingKeyError(
-                f"{locate(section, key.raw)}: '{earlier.raw}' and '{key.raw}' both set '{key.dotted}'; keep one of them"
+                f"{locate(s.section, s.key.raw)}: '{earlier.key.raw}' and '{s.key.raw}'{where} both set "
+                f"'{s.key.dotted}'; keep one of them"
             )
-        seen[key.path] = key
+        seen[s.key.path] = s
 
 
 def _leaf_paths(path: tuple[str, ...], value: Any) -> Iterator[tuple[str, ...]]:

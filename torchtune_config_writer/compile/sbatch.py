@@ -1,17 +1,18 @@
-"""Write ``submit.sbatch``, the SLURM job-array script of an experiment directory.
+"""Write ``submit.sbatch``, the SLURM job-array script of an experiment directory (one per set of resources).
 
 ``generate`` resolves the experiment's ``slurm:`` section into the ``SlurmPlan``
-recorded in run_mapping.yaml (``plan_slurm``) and writes the script from it
-(``write_submit_script``); ``execute/submit.py`` submits it, reading its
-settings from run_mapping.yaml, never from the script. The script runs one
+recorded in run_mapping.yaml, and each run's own resources where they differ
+(``plan_resources``), and writes a script per group of runs with equal
+resources (``write_submit_scripts``); ``execute/submit.py`` submits them, reading
+settings from run_mapping.yaml, never from a script. A script runs one
 array task per run: task ``T`` of an array submitted with offset ``O`` (the
 script's argument) runs the run whose index is ``T + O`` (``expdir.plan_arrays``).
 Every ``slurm:`` setting is checked before it reaches a ``#SBATCH`` line
 (``SlurmSettingsError``), and the script is checked with ``bash -n``.
 
-    >>> plan, note = plan_slurm(SlurmSettings(max_concurrent=2), devices=["cpu", "cpu"])
-    >>> plan.gpus_per_run, note
-    (0, "slurm.gpus_per_run: 0, because every run's device is cpu (set slurm.gpus_per_run to ask for GPUs anyway)")
+    >>> plan, own, note = plan_resources(SlurmSettings(time="4:00:00"), [("cpu", None), ("cuda", None)])
+    >>> plan.gpus_per_run, own
+    (0, [{}, {'gpus_per_run': 1}])
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import Iterable
 from .. import __version__
 from ..atomic import atomic_write_text
 from ..errors import SlurmError, SlurmSettingsError
-from ..expdir import LOG_DIR, MAPPING_FILE, SCRIPT_FILE, SLURM_LOG_PATTERN, RunMapping, SlurmPlan, plan_arrays
+from ..expdir import LOG_DIR, MAPPING_FILE, SLURM_LOG_PATTERN, RunMapping, ScriptGroup, SlurmPlan, plan_arrays, script_groups
 from .schema import SlurmSettings
 
 
@@ -165,21 +166,50 @@ def default_setup() -> list[str]:
     return [f'export PATH={shlex.quote(str(prefix / "bin"))}:"$PATH"']
 
 
-def plan_slurm(settings: SlurmSettings, devices: Iterable[object]) -> tuple[SlurmPlan, str]:
-    """The ``SlurmPlan`` run_mapping.yaml records for these settings, and a note on what was defaulted.
+#: ``slurm:`` settings that may differ between runs (each set of values gets its own job-array script).
+RESOURCES = ("gpus_per_run", "nodes", "partition", "account", "qos", "time", "cpus_per_task", "mem", "constraint")
 
-    ``devices`` are the runs' ``device`` values: without ``slurm.gpus_per_run``, a
-    sweep whose every run says ``device: cpu`` asks SLURM for no GPU (else 1).
+
+def plan_resources(settings: SlurmSettings, runs: list[tuple[object, SlurmSettings | None]]
+                   ) -> tuple[SlurmPlan, list[dict[str, object]], str]:
+    """The ``SlurmPlan`` run_mapping.yaml records, each run's own resources where they differ, and a note.
+
+    ``runs`` gives each run's ``device`` and its settings when ``slurm:`` holds
+    expressions (None: ``settings`` as written). Without ``slurm.gpus_per_run``,
+    a run whose device is cpu asks SLURM for no GPU (else 1). The plan holds the
+    first run's resources; a run lists only the ones in which it differs.
+
+    >>> plan, own, note = plan_resources(SlurmSettings(max_concurrent=2), [("cpu", None), ("cpu", None)])
+    >>> plan.gpus_per_run, own, note
+    (0, [{}, {}], "slurm.gpus_per_run: 0, because every run's device is cpu (set slurm.gpus_per_run to ask for GPUs anyway)")
     """
-    values = {f.name: getattr(settings, f.name) for f in dataclasses.fields(SlurmPlan)}
+    shared = settings.model_dump(exclude=set(RESOURCES))
+    per_run = []
+    for n, (device, own) in enumerate(runs):
+        own = own or settings
+        if own is not settings:
+            differs = [k for k, v in own.model_dump(exclude=set(RESOURCES)).items() if v != shared[k]]
+            if differs:
+                raise SlurmSettingsError(
+                    f"slurm.{differs[0]} differs between runs (run {n}: {getattr(own, differs[0])!r}, the experiment: "
+                    f"{shared[differs[0]]!r}); only resources may differ per run: {', '.join(RESOURCES)}"
+                )
+        values = {k: getattr(own, k) for k in RESOURCES}
+        if values["gpus_per_run"] is None:
+            values["gpus_per_run"] = 0 if str(device) == "cpu" else 1
+        per_run.append(values)
+    first = per_run[0] if per_run else {k: getattr(settings, k) for k in RESOURCES} | {"gpus_per_run": settings.gpus_per_run or 1}
+    plan = SlurmPlan(max_concurrent=settings.max_concurrent, max_array_size=settings.max_array_size, **first)
     note = ""
-    if settings.gpus_per_run is None:
-        on_cpu = all(str(d) == "cpu" for d in devices)
-        values["gpus_per_run"] = 0 if on_cpu else 1
-        if on_cpu:
-            note = ("slurm.gpus_per_run: 0, because every run's device is cpu "
-                    "(set slurm.gpus_per_run to ask for GPUs anyway)")
-    return SlurmPlan(**values), note
+    if settings.gpus_per_run is None and "gpus_per_run" not in _expression_keys(runs) and per_run \
+            and all(r["gpus_per_run"] == 0 for r in per_run):
+        note = ("slurm.gpus_per_run: 0, because every run's device is cpu "
+                "(set slurm.gpus_per_run to ask for GPUs anyway)")
+    return plan, [{k: v for k, v in r.items() if v != first[k]} for r in per_run], note
+
+
+def _expression_keys(runs: list[tuple[object, SlurmSettings | None]]) -> set[str]:
+    return {k for _, own in runs if own is not None for k in own.model_fields_set}
 
 
 def _sbatch_lines(plan: SlurmPlan, settings: SlurmSettings) -> list[str]:
@@ -206,18 +236,21 @@ def _check_bash(text: str, what: str) -> None:
         raise SlurmSettingsError(f"{what} is not valid bash: {proc.stderr.strip()}")
 
 
-def render_submit_script(mapping: RunMapping, settings: SlurmSettings | None = None) -> str:
-    """The text of ``submit.sbatch`` for the run table ``mapping`` (nothing is written).
+def render_submit_script(mapping: RunMapping, settings: SlurmSettings | None = None,
+                         group: ScriptGroup | None = None) -> str:
+    """The text of a job-array script for the runs of ``group`` (default: the first) of ``mapping``.
 
-    Resources come from ``mapping.slurm``; the job name, extra ``#SBATCH`` lines,
-    setup lines and stagger from ``settings``. Raises ``SlurmSettingsError`` for a
-    setting that cannot go into the script.
+    Resources come from the group (``mapping.slurm`` with the group's own); the
+    job name, extra ``#SBATCH`` lines, setup lines and stagger from ``settings``.
+    Raises ``SlurmSettingsError`` for a setting that cannot go into the script.
+    Nothing is written.
     """
     import jinja2  # only `generate` renders; keep importing this module light
 
     settings = settings or SlurmSettings()
-    plan = mapping.slurm
-    indices = sorted(r.index for r in mapping.runs)
+    group = group or script_groups(mapping)[0]
+    plan = group.resources
+    indices = list(group.indices)
     if not indices:
         raise SlurmError("the experiment has no runs, so there is nothing to put in a job array")
     chunks = plan_arrays(indices, plan.max_array_size)
@@ -236,6 +269,8 @@ def render_submit_script(mapping: RunMapping, settings: SlurmSettings | None = N
     text = env.get_template("submit.sbatch.j2").render(
         experiment_comment=_comment(mapping.experiment_name),
         num_runs=len(indices),
+        script=group.script,
+        groups=len(script_groups(mapping)),
         tool_version=__version__,
         job_name=sbatch_value(settings.job_name or mapping.experiment_name, "slurm.job_name"),
         array=chunks[0].spec(k),
@@ -250,20 +285,24 @@ def render_submit_script(mapping: RunMapping, settings: SlurmSettings | None = N
         stagger_slot=f"SLURM_ARRAY_TASK_ID % {k}" if k else "SLURM_ARRAY_TASK_ID",
         python=shlex.quote(python),
     )
-    _check_bash(text, "the generated submit.sbatch")
+    _check_bash(text, f"the generated {group.script}")
     return text
 
 
-def write_submit_script(exp_dir: Path, mapping: RunMapping, settings: SlurmSettings | None = None) -> Path:
-    """Render and (atomically) write ``EXP_DIR/submit.sbatch``; returns its path.
+def write_submit_scripts(exp_dir: Path, mapping: RunMapping, settings: SlurmSettings | None = None) -> list[Path]:
+    """Render and (atomically) write one job-array script per group of runs with equal resources.
 
-    The script names no path (tasks start in the experiment directory, which
-    ``submit`` passes as ``--chdir``), so it may be written into a temporary
-    directory that is renamed into place afterwards.
+    ``submit.sbatch`` always; ``submit_1.sbatch``... when runs ask for different
+    resources (``expdir.script_groups``). The scripts name no path (tasks start in
+    the experiment directory, which ``submit`` passes as ``--chdir``), so they
+    may be written into a temporary directory that is renamed into place afterwards.
 
-    >>> write_submit_script(Path("outputs/demo"), mapping, SlurmSettings(job_name="demo"))   # doctest: +SKIP
-    PosixPath('outputs/demo/submit.sbatch')
+    >>> write_submit_scripts(Path("outputs/demo"), mapping, SlurmSettings(job_name="demo"))   # doctest: +SKIP
+    [PosixPath('outputs/demo/submit.sbatch')]
     """
-    path = Path(exp_dir) / SCRIPT_FILE
-    atomic_write_text(path, render_submit_script(mapping, settings), mode=0o755)
-    return path
+    paths = []
+    for group in script_groups(mapping):
+        path = Path(exp_dir) / group.script
+        atomic_write_text(path, render_submit_script(mapping, settings, group), mode=0o755)
+        paths.append(path)
+    return paths

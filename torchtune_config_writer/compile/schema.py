@@ -14,6 +14,7 @@ fix. Nothing here imports torchtune.
 from __future__ import annotations
 
 import datetime
+import math
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -28,7 +29,7 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_attribute_docstrings=True)
 
 
 class OutputSettings(_Strict):
@@ -79,30 +80,115 @@ class SlurmSettings(_Strict):
         return v
 
 
+class Distribution(_Strict):
+    """How ``sample`` draws one key: exactly one of these."""
+
+    uniform: tuple[float, float] | None = None
+    """``[low, high]``: any float in between, evenly."""
+    log_uniform: tuple[float, float] | None = None
+    """``[low, high]``, both > 0: evenly on a log scale (learning rates, weight decay)."""
+    int_uniform: tuple[int, int] | None = None
+    """``[low, high]``: an integer, both ends included."""
+    choice: list[Any] | None = None
+    """One of these values, each equally likely."""
+
+    @model_validator(mode="after")
+    def _one(self) -> "Distribution":
+        given = [name for name in type(self).model_fields if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                f"give exactly one of uniform, log_uniform, int_uniform or choice (got {', '.join(given) or 'none'}); "
+                "e.g. {log_uniform: [1.0e-5, 1.0e-3]}"
+            )
+        if self.choice is not None and not self.choice:
+            raise ValueError("choice is empty; list at least one value")
+        for name in ("uniform", "log_uniform", "int_uniform"):
+            bounds = getattr(self, name)
+            if bounds is not None and not bounds[0] < bounds[1]:
+                raise ValueError(f"{name}: low ({bounds[0]}) must be below high ({bounds[1]})")
+        if self.log_uniform is not None and self.log_uniform[0] <= 0:
+            raise ValueError(f"log_uniform needs bounds above 0, got {list(self.log_uniform)}; use uniform for ranges that reach 0")
+        return self
+
+    def draw(self, rng: Any) -> Any:
+        """One value from ``rng`` (a ``random.Random``)."""
+        if self.uniform is not None:
+            return rng.uniform(*self.uniform)
+        if self.log_uniform is not None:
+            low, high = (math.log(b) for b in self.log_uniform)
+            return math.exp(rng.uniform(low, high))
+        if self.int_uniform is not None:
+            return rng.randint(*self.int_uniform)
+        return self.choice[rng.randrange(len(self.choice))]
+
+
+class SampleSettings(_Strict):
+    """Random search: ``n`` points drawn from ``space``, the same for every generation with this ``seed``."""
+
+    n: int = Field(ge=1)
+    seed: int = 0
+    space: dict[str, Distribution]
+
+    @field_validator("space")
+    @classmethod
+    def _not_empty(cls, v: dict) -> dict:
+        if not v:
+            raise ValueError("space is empty; give at least one key, e.g. lr: {log_uniform: [1.0e-5, 1.0e-3]}")
+        return v
+
+
 class Experiment(_Strict):
     """A parsed, schema-valid experiment definition."""
 
     experiment_name: str
     description: str | None = None
     framework: Literal["torchtune"] = "torchtune"
+    include: list[str] = Field(default_factory=list)
+    """Fragments merged first, in order (paths relative to the including file, or shipped preset names)."""
     base_config: str | None = None
     base_config_file: Path | None = None
     recipe: str | None = None
     variables: dict[str, list[Any]] = Field(default_factory=dict)
+    """The grid: every combination of these values becomes a run."""
+    zip: list[dict[str, list[Any]]] = Field(default_factory=list)
+    """Groups of keys that vary together (equal-length lists); each group is one axis of the grid."""
+    sample: SampleSettings | None = None
+    """Random search: ``n`` points, each combined with every grid combination."""
+    seeds: list[int] | None = None
+    """Every configuration once per seed (sets the config's ``seed``); varies fastest."""
+    exclude: list[dict[str, Any] | str] = Field(default_factory=list)
+    """Combinations that do not become runs: a mapping of axis values, or an expression that is true."""
+    derived: dict[str, Any] = Field(default_factory=dict)
+    """Keys computed per run from ``{{ … }}`` expressions, after controls and variables."""
+    run_name: str | None = None
+    """A name per run, usually an expression (``r{{ lora_rank }}-s{{ seed }}``); must be unique."""
     controls: dict[str, Any] = Field(default_factory=dict)
     output: OutputSettings = Field(default_factory=OutputSettings)
     slurm: SlurmSettings = Field(default_factory=SlurmSettings)
 
+    slurm_expressions: dict[str, str] = Field(default_factory=dict, exclude=True)
+    """``slurm:`` values that are expressions (evaluated per run); ``slurm`` holds the rest."""
     source_path: Path | None = Field(None, exclude=True)
     """The experiment file this came from (None for a dict)."""
     source_text: str | None = Field(None, exclude=True)
+    resolved_text: str | None = Field(None, exclude=True)
+    """The experiment with its includes merged in (None without includes)."""
     locations: dict[str, str] = Field(default_factory=dict, exclude=True)
-    """``'controls.<key>'`` / ``'variables.<key>'`` → ``'file:line'``, for error messages."""
+    """``'controls.<key>'``, ``'zip.0.lr'``, ``'slurm.time'``... → ``'file:line'``, for error messages."""
+    layers: dict[str, int] = Field(default_factory=dict, exclude=True)
+    """``'controls.<key>'`` → which file set it (0 = the first included; higher wins)."""
+    axis_order: list[str] = Field(default_factory=list, exclude=True)
+    """``variables``, ``zip`` and ``sample`` in the order written: the grid's axes follow it."""
 
-    def where(self, section: str, key: str) -> str:
+    def where(self, section: str, key: str | int | None = None) -> str:
         """``'experiment.yaml:12 (controls)'``, or just the section when the line is unknown."""
-        loc = self.locations.get(f"{section}.{key}")
+        name = section if key is None else f"{section}.{key}"
+        loc = self.locations.get(name) or self.locations.get(section)
         return f"{loc} ({section})" if loc else section
+
+    def layer(self, section: str, key: str) -> int:
+        return self.layers.get(f"{section}.{key}", 1 << 30)
+
 
     @field_validator("experiment_name")
     @classmethod
@@ -136,32 +222,185 @@ class Experiment(_Strict):
         return self.source_path.parent if self.source_path else Path.cwd()
 
 
+def _check_language(exp: Experiment) -> None:
+    """Checks across sections (zip lengths, a key in two axes...), each naming the file and line."""
+    fail = lambda where, msg: ExperimentSchemaError(f"{where}: {msg}")  # noqa: E731
+    for i, group in enumerate(exp.zip):
+        if not group:
+            raise fail(exp.where("zip", i), "the group is empty; list keys that vary together, e.g. "
+                       "{lr: [1.0e-4, 3.0e-4], batch_size: [4, 8]}")
+        lengths = {k: len(v) for k, v in group.items()}
+        if len(set(lengths.values())) > 1:
+            raise fail(exp.where("zip", i), "the lists of a zip group must be of equal length (the n-th values "
+                       "go together), got " + ", ".join(f"{k}: {n}" for k, n in lengths.items()))
+        for k, n in lengths.items():
+            if n == 0:
+                raise fail(exp.where(f"zip.{i}", k), f"'{k}' has no values")
+    seen: dict[str, str] = {}
+    axes = [(k, "variables", k) for k in exp.variables]
+    axes += [(k, f"zip.{i}", k) for i, g in enumerate(exp.zip) for k in g]
+    axes += [(k, "sample.space", k) for k in (exp.sample.space if exp.sample else {})]
+    axes += [("seed", "seeds", None)] if exp.seeds is not None else []
+    for key, section, name in axes:
+        if key in seen:
+            raise fail(exp.where(section, name), f"'{key}' is an axis twice (in {seen[key]} and {section}); "
+                       "a key varies in one place only")
+        seen[key] = section
+    if exp.seeds is not None:
+        if not exp.seeds:
+            raise fail(exp.where("seeds"), "seeds is empty; list at least one (e.g. seeds: [1, 2, 3]) or remove it")
+        if len(set(exp.seeds)) != len(exp.seeds):
+            raise fail(exp.where("seeds"), f"seeds repeats a value ({exp.seeds}); list each seed once")
+    for key in exp.derived:
+        if key in seen:
+            raise fail(exp.where("derived", key), f"'{key}' is derived and also an axis ({seen[key]}); "
+                       "a key is either swept or derived: remove one")
+        if key in exp.controls:
+            raise fail(exp.where("derived", key), f"'{key}' is derived and also a control; a key is either fixed "
+                       "or derived: remove one")
+    for i, rule in enumerate(exp.exclude):
+        if isinstance(rule, dict) and not rule:
+            raise fail(exp.where("exclude", i), "the rule is empty; give axis values ({lora_rank: 64}) or an expression")
+        if isinstance(rule, str) and "{{" not in rule:
+            raise fail(exp.where("exclude", i), f"{rule!r} is neither a mapping nor an expression; "
+                       "wrap a condition in {{ }}, e.g. \"{{ lora_rank == 8 }}\"")
+
+
 # ----------------------------------------------------------------------------- loading
+
+#: Where the presets that ``include: [cpu]`` names live (``ls --presets`` lists them).
+PRESETS_DIR = Path(__file__).parent / "presets"
+
+# Sections whose keys merge across included files (a later file wins per key); any other value is replaced.
+_MERGED_SECTIONS = ("variables", "controls", "derived", "output", "slurm", "sample")
+
+
+def presets() -> dict[str, Path]:
+    """The shipped presets by name (``cpu`` → ``.../presets/cpu.yaml``)."""
+    return {p.stem: p for p in sorted(PRESETS_DIR.glob("*.yaml"))}
 
 
 def load_experiment(source: str | Path | dict | Experiment) -> Experiment:
-    """Parse and validate an experiment from a path, a dict, or pass an ``Experiment`` through."""
+    """Parse and validate an experiment from a path, a dict, or pass an ``Experiment`` through.
+
+    ``include:`` fragments are read (recursively) and merged first, in order;
+    the including file wins.
+    """
     if isinstance(source, Experiment):
         return source
     if isinstance(source, dict):
-        return _build(to_plain(source), raw=source, where="experiment")
+        layers = [_Layer(source, "experiment", Path.cwd(), main=True)]
+        if source.get("include"):
+            layers = _read_includes(source, "experiment", Path.cwd(), ()) + layers
+        return _build(layers)
     path = Path(source)
     if not path.is_file():
         hint = " (it is a directory)" if path.is_dir() else ""
         raise ExperimentSchemaError(f"experiment file '{path}' not found{hint}")
-    text = path.read_text()
-    raw = parse_yaml(text, str(path))
-    if raw is None:
-        raise ExperimentSchemaError(f"{path}: the file is empty; see example_configs/ for a starting point")
-    if not isinstance(raw, dict):
-        raise ExperimentSchemaError(f"{path}: the top level must be a mapping of keys (experiment_name: ...)")
-    exp = _build(to_plain(raw), raw=raw, where=str(path))
-    exp.locations = _key_locations(raw, str(path))
+    layers = _read_file(path.resolve(), str(path), (), main=True)
+    exp = _build(layers)
     exp.source_path = path.resolve()
-    exp.source_text = text
+    exp.source_text = layers[-1].text
+    if len(layers) > 1:
+        from .yamlio import dump
+
+        exp.resolved_text = (
+            f"# {path.name} with its includes merged in ({', '.join(exp.include)}); written by generate\n"
+            + dump(_merge([_plain_layer(layer) for layer in layers]))
+        )
     if exp.base_config_file is not None and not exp.base_config_file.is_absolute():
-        exp.base_config_file = (path.resolve().parent / exp.base_config_file)
+        exp.base_config_file = (_origin_dir(layers, "base_config_file") / exp.base_config_file).resolve()
     return exp
+
+
+class _Layer:
+    """One file (or dict) of an experiment: its round-trip data, where it came from."""
+
+    def __init__(self, raw: Any, where: str, directory: Path, text: str | None = None, main: bool = False):
+        self.raw, self.where, self.directory, self.text, self.main = raw, where, directory, text, main
+
+
+def _read_file(path: Path, where: str, chain: tuple[Path, ...], main: bool = False) -> list[_Layer]:
+    """The layers of one file: its includes' layers (recursively, in order), then its own."""
+    text = path.read_text()
+    raw = parse_yaml(text, where)
+    if raw is None:
+        if main:
+            raise ExperimentSchemaError(f"{where}: the file is empty; see example_configs/ for a starting point")
+        raw = {}
+    if not isinstance(raw, dict):
+        what = "the top level" if main else "an included file's top level"
+        raise ExperimentSchemaError(f"{where}: {what} must be a mapping of keys (controls: ...)")
+    return _read_includes(raw, where, path.parent, chain + (path,)) + [_Layer(raw, where, path.parent, text, main)]
+
+
+def _read_includes(raw: Any, where: str, directory: Path, chain: tuple[Path, ...]) -> list[_Layer]:
+    items = raw.get("include")
+    if items is None:
+        return []
+    if isinstance(items, str):
+        items = [items]
+    if not isinstance(items, list) or not all(isinstance(i, str) and i for i in items):
+        raise ExperimentSchemaError(f"{_line_of(raw, 'include', where)}: include must be a list of file paths or preset names")
+    layers: list[_Layer] = []
+    for i, item in enumerate(items):
+        loc = _line_of(items, i, where) if hasattr(items, "lc") else _line_of(raw, "include", where)
+        target = _find_include(item, directory, loc)
+        if target in chain:
+            cycle = " -> ".join(p.name for p in chain[chain.index(target):] + (target,))
+            raise ExperimentSchemaError(f"{loc}: include cycle ({cycle}); a file cannot include itself, directly or not")
+        shown = item if target.parent == PRESETS_DIR else str(target)
+        layers += _read_file(target, f"{shown}" if target.parent != PRESETS_DIR else f"preset '{item}'", chain)
+    return layers
+
+
+def _find_include(item: str, directory: Path, loc: str) -> Path:
+    """A preset name (``cpu``) or a path relative to the including file's directory."""
+    shipped = presets()
+    if item in shipped and "/" not in item and not item.endswith((".yaml", ".yml")):
+        return shipped[item]
+    path = (directory / Path(item).expanduser()).resolve()
+    if path.is_file():
+        return path
+    if "/" not in item and not item.endswith((".yaml", ".yml")):
+        hint = did_you_mean(item, list(shipped)) or f" Shipped presets: {', '.join(shipped)} (`ls --presets`)."
+        raise ExperimentSchemaError(f"{loc}: include '{item}' is no shipped preset and no file.{hint}")
+    raise ExperimentSchemaError(f"{loc}: include '{item}': no file {path} (paths are relative to the including file)")
+
+
+def _origin_dir(layers: list[_Layer], key: str) -> Path:
+    """The directory of the last file that set ``key``: relative paths are relative to it."""
+    for layer in reversed(layers):
+        if isinstance(layer.raw, dict) and key in layer.raw:
+            return layer.directory
+    return layers[-1].directory
+
+
+def _plain_layer(layer: _Layer) -> dict:
+    data = to_plain(layer.raw)
+    data.pop("include", None) if not layer.main else None
+    if "variables" in data:
+        data["variables"] = flatten_variables(data["variables"], layer.where, layer.raw.get("variables"))
+    return data
+
+
+def _merge(datas: list[dict]) -> dict:
+    """Later layers win: the sections in ``_MERGED_SECTIONS`` key by key (nested), everything else whole."""
+    out: dict = {}
+    for data in datas:
+        for key, value in data.items():
+            if key in _MERGED_SECTIONS and isinstance(value, dict) and isinstance(out.get(key), dict):
+                out[key] = _deep_merge(out[key], value)
+            else:
+                out[key] = value
+    return out
+
+
+def _deep_merge(base: dict, top: dict) -> dict:
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 def parse_yaml(text: str, where: str) -> Any:
@@ -244,23 +483,22 @@ def flatten_variables(variables: Any, where: str, raw: Any = None) -> dict[str, 
     return flat
 
 
-def _key_locations(raw: Any, where: str) -> dict[str, str]:
-    """File:line of every control key and (flattened) variable key."""
-    out: dict[str, str] = {}
-    controls = raw.get("controls")
-    if isinstance(controls, dict):
-        for key in controls:
-            out[f"controls.{key}"] = _line_of(controls, key, where)
-
-    def walk(node: Any, prefix: str) -> None:
-        for key, value in node.items():
-            if isinstance(value, dict):
-                walk(value, f"{prefix}{key}.")
-            else:
-                out[f"variables.{prefix}{key}"] = _line_of(node, key, where)
-
-    if isinstance(raw.get("variables"), dict):
-        walk(raw["variables"], "")
+def _index_locations(raw: Any, where: str, prefix: str = "", out: dict[str, str] | None = None) -> dict[str, str]:
+    """``file:line`` of every key and list item of a round-trip tree, by dotted name (``zip.0.lr``)."""
+    out = {} if out is None else out
+    if isinstance(raw, dict):
+        for key, value in raw.items():
+            name = f"{prefix}{key}"
+            out[name] = _line_of(raw, key, where)
+            _index_locations(value, where, name + ".", out)
+    elif isinstance(raw, list):
+        for i, value in enumerate(raw):
+            name = f"{prefix}{i}"
+            try:
+                out[name] = f"{where}:{raw.lc.item(i)[0] + 1}"
+            except Exception:
+                pass
+            _index_locations(value, where, name + ".", out)
     return out
 
 
@@ -273,34 +511,78 @@ def _line_of(raw: Any, key: Any, where: str) -> str:
         return where
 
 
-def _build(data: dict, raw: Any, where: str) -> Experiment:
-    """Validate plain data into an Experiment, translating pydantic errors into one message."""
-    if "variables" in data:
-        data = dict(data, variables=flatten_variables(data["variables"], where, raw.get("variables") if isinstance(raw, dict) else None))
-    if "controls" in data and data["controls"] is None:
-        data["controls"] = {}
-    if "controls" in data and not isinstance(data["controls"], dict):
-        raise ExperimentSchemaError(f"{_line_of(raw, 'controls', where)}: 'controls' must be a mapping of key -> value")
+def _build(layers: list[_Layer]) -> Experiment:
+    """Merge the layers and validate them into an Experiment, every problem one message with file:line."""
+    locations: dict[str, str] = {}
+    layer_of: dict[str, int] = {}
+    datas = []
+    for n, layer in enumerate(layers):
+        if not layer.main:
+            _check_fragment_keys(layer)
+        data = _plain_layer(layer)
+        for section in ("controls", "variables", "derived"):
+            if section in data and data[section] is not None and not isinstance(data[section], dict):
+                raise ExperimentSchemaError(f"{_line_of(layer.raw, section, layer.where)}: '{section}' must be a mapping of key -> value")
+            for key in data.get(section) or {}:
+                layer_of[f"{section}.{key}"] = n
+        _index_locations(layer.raw, layer.where, "", locations)
+        datas.append(data)
+    data = _merge(datas)
+    for section in ("controls", "derived"):
+        if section in data and data[section] is None:
+            data[section] = {}
+    slurm_expressions = _split_slurm_expressions(data, locations)
     try:
-        return Experiment.model_validate(data)
+        exp = Experiment.model_validate(data)
     except pydantic.ValidationError as e:
-        raise ExperimentSchemaError(_explain(e, raw, where)) from None
+        raise ExperimentSchemaError(_explain(e, locations, layers[-1].where)) from None
+    exp.locations = locations
+    exp.layers = layer_of
+    exp.slurm_expressions = slurm_expressions
+    exp.axis_order = [k for k in data if k in ("variables", "zip", "sample")]
+    _check_language(exp)
+    return exp
 
 
-def _explain(err: pydantic.ValidationError, raw: Any, where: str) -> str:
+def _check_fragment_keys(layer: _Layer) -> None:
+    """An included file holds the sections of an experiment; anything else is a typo caught in its own file."""
+    allowed = [n for n, f in Experiment.model_fields.items() if not f.exclude]
+    for key in layer.raw:
+        if key not in allowed:
+            hint = did_you_mean(str(key), allowed) or f" Allowed keys: {', '.join(allowed)}."
+            raise ExperimentSchemaError(f"{_line_of(layer.raw, key, layer.where)}: unknown key '{key}' in an included file.{hint}")
+
+
+def _split_slurm_expressions(data: dict, locations: dict[str, str]) -> dict[str, str]:
+    """Take ``{{ … }}`` values out of ``slurm:`` (they are checked per run, once evaluated)."""
+    slurm = data.get("slurm")
+    if not isinstance(slurm, dict):
+        return {}
+    out = {}
+    for key, value in list(slurm.items()):
+        if isinstance(value, str) and ("{{" in value or "{%" in value):
+            if key not in SlurmSettings.model_fields:
+                hint = did_you_mean(str(key), list(SlurmSettings.model_fields))
+                raise ExperimentSchemaError(f"{locations.get(f'slurm.{key}', 'slurm')}: unknown key 'slurm.{key}'.{hint}")
+            out[key] = value
+            del slurm[key]
+    data["slurm"] = slurm
+    return out
+
+
+def _explain(err: pydantic.ValidationError, locations: dict[str, str], where: str) -> str:
     lines = []
     for item in err.errors():
         loc = [p for p in item["loc"] if p is not None]
         model: type[BaseModel] = Experiment
-        node = raw
         for part in loc[:-1]:
-            node = node.get(part) if isinstance(node, dict) else None
             field = model.model_fields.get(part) if isinstance(part, str) else None
             ann = getattr(field, "annotation", None)
-            if isinstance(ann, type) and issubclass(ann, BaseModel):
-                model = ann
+            for candidate in (ann, *getattr(ann, "__args__", ())):
+                if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+                    model = candidate
         key = ".".join(str(p) for p in loc) or "(top level)"
-        place = _line_of(node, loc[-1], where) if loc else where
+        place = _locate(locations, loc) or where
         if item["type"] == "extra_forbidden":
             allowed = [n for n, f in model.model_fields.items() if not f.exclude]
             hint = did_you_mean(str(loc[-1]), allowed) or f" Allowed keys: {', '.join(allowed)}."
@@ -316,3 +598,13 @@ def _explain(err: pydantic.ValidationError, raw: Any, where: str) -> str:
             msg = item["msg"].removeprefix("Value error, ")
             lines.append(f"{place}: {key}: {msg}" if loc else f"{where}: {msg}")
     return "\n".join(lines)
+
+
+def _locate(locations: dict[str, str], loc: list[Any]) -> str | None:
+    """``file:line`` of the longest known prefix of a pydantic error location."""
+    parts = [str(p) for p in loc]
+    for n in range(len(parts), 0, -1):
+        found = locations.get(".".join(parts[:n]))
+        if found:
+            return found
+    return None

@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Any
 from .. import __version__
 from ..errors import ExperimentDirError
 from ..expdir import (
-    CONFIGS_DIR, EXPERIMENT_FILE, MAPPING_FILE, REPORT_FILE, RUNS_DIR, MetricLog, RunEntry, RunMapping,
+    CONFIGS_DIR, EXPERIMENT_FILE, MAPPING_FILE, RESOLVED_EXPERIMENT_FILE, REPORT_FILE, RUNS_DIR, MetricLog, RunEntry, RunMapping,
     Validation, config_file, format_parameters, recorded_run_ids, write_mapping,
 )
-from .sbatch import write_submit_script
+from .sbatch import write_submit_scripts
 from .yamlio import dump
 
 if TYPE_CHECKING:
@@ -107,6 +107,8 @@ def _write_files(result: GenerationResult, root: Path) -> None:
     exp = result.experiment
     (root / CONFIGS_DIR).mkdir()
     (root / EXPERIMENT_FILE).write_text(exp.source_text if exp.source_text is not None else dump(_experiment_dict(exp)))
+    if exp.resolved_text is not None:  # the includes may change or move: keep what this generation used
+        (root / RESOLVED_EXPERIMENT_FILE).write_text(exp.resolved_text)
     runs = []
     for run in result.runs:
         data = run.text.encode()
@@ -116,6 +118,8 @@ def _write_files(result: GenerationResult, root: Path) -> None:
             config_sha256=hashlib.sha256(data).hexdigest(), output_dir=str(run.output_dir),
             parameters=run.parameters, validation=run.validation,
             metric_log=metric_log(run.plain, run.output_dir, result.experiment_dir),
+            name=run.name, derived=run.derived, seed=run.seed, configuration=run.configuration,
+            resources=run.resources,
         ))
     mapping = RunMapping(
         experiment_name=exp.experiment_name,
@@ -126,6 +130,8 @@ def _write_files(result: GenerationResult, root: Path) -> None:
         created=datetime.now().isoformat(timespec="seconds"),
         tool_version=__version__,
         variables=tuple(result.variables),
+        derived=tuple(result.derived),
+        seeded=exp.seeds is not None,
         validation=Validation.SKIPPED if not result.validated else (
             Validation.FAILED if result.problems else Validation.PASSED),
         slurm=result.slurm,
@@ -134,7 +140,7 @@ def _write_files(result: GenerationResult, root: Path) -> None:
     write_mapping(root, mapping)
     (root / REPORT_FILE).write_text(validation_report(result))
     # ``root`` is a temporary directory renamed into place afterwards: the script names no path.
-    write_submit_script(root, mapping, exp.slurm)
+    write_submit_scripts(root, mapping, exp.slurm)
 
 
 _OUTPUT_DIR_REF = re.compile(r"\$\{\s*output_dir\s*\}")

@@ -26,7 +26,7 @@ from typing import Callable, Iterable
 from ..errors import ExperimentDirError, SlurmError
 from ..expdir import (
     FORCE_ENV, LOG_DIR, SCRIPT_FILE, SLURM_LOG_PATTERN, ArrayChunk, JobRecord, RunEntry, RunMapping, SlurmState,
-    State, append_job, compress_ranges, jobs_lock, load_mapping, plan_arrays,
+    State, append_job, compress_ranges, jobs_lock, load_mapping, plan_arrays, script_groups,
 )
 from .selection import check_all_runnable, select_runs
 from .slurm_state import RESUBMIT_STATES, RunState, run_states
@@ -103,7 +103,8 @@ def _refuse_unsubmittable(exp: Path, selected: list[RunEntry], states: list[RunS
 def submit(exp_dir: str | Path, runs: str | None = None, *, failed: bool = False, dry_run: bool = False,
            force: bool = False, echo: Callable[[str], None] = print,
            note: Callable[[str], None] = lambda line: None) -> list[SubmittedArray]:
-    """Submit the selected runs of an experiment directory as job array(s) of its ``submit.sbatch``.
+    """Submit the selected runs of an experiment directory as job array(s) of its ``submit.sbatch``
+    (and ``submit_1.sbatch``... for runs that ask for other resources: one array per script at least).
 
     Every selected run must be runnable (validation passed, config unchanged) and
     not already queued or running; otherwise nothing is submitted. Completed
@@ -119,9 +120,10 @@ def submit(exp_dir: str | Path, runs: str | None = None, *, failed: bool = False
     """
     exp = Path(exp_dir).resolve()
     mapping = load_mapping(exp)
-    script = exp / SCRIPT_FILE
-    if not script.is_file():
-        raise ExperimentDirError(f"{script} is missing; generate the experiment again to write it")
+    groups = script_groups(mapping)
+    for group in groups:
+        if not (exp / group.script).is_file():
+            raise ExperimentDirError(f"{exp / group.script} is missing; generate the experiment again to write it")
     # Under the lock, two submits neither lose each other's job ids nor both submit the same runs.
     with contextlib.nullcontext() if dry_run else jobs_lock(exp):
         states = run_states(exp, mapping)
@@ -142,10 +144,13 @@ def submit(exp_dir: str | Path, runs: str | None = None, *, failed: bool = False
         if dry_run:
             note(f"(dry run: nothing submitted; arrays of at most {size} tasks, from slurm.max_array_size; "
                  "a real submit also obeys the cluster's MaxArraySize)")
-        chunks = plan_arrays((r.index for r in selected), size)
+        wanted = {r.index for r in selected}
+        # runs asking for other resources go in arrays of their own script
+        chunks = [(exp / g.script, chunk) for g in groups
+                  for chunk in plan_arrays((i for i in g.indices if i in wanted), size)]
         if not dry_run:
             (exp / LOG_DIR).mkdir(exist_ok=True)  # SLURM does not create the directory of --output
-        return _submit_chunks(exp, mapping, script, chunks, sbatch or "sbatch", force=force, dry_run=dry_run, echo=echo)
+        return _submit_chunks(exp, mapping, chunks, sbatch or "sbatch", force=force, dry_run=dry_run, echo=echo)
 
 
 def array_size(mapping: RunMapping, *, ask_cluster: bool = True) -> int:
@@ -161,11 +166,11 @@ def array_size(mapping: RunMapping, *, ask_cluster: bool = True) -> int:
     return min(size, cluster_size) if cluster_size else size  # the cluster's own limit wins
 
 
-def _submit_chunks(exp: Path, mapping: RunMapping, script: Path, chunks: list[ArrayChunk], sbatch: str, *,
+def _submit_chunks(exp: Path, mapping: RunMapping, chunks: list[tuple[Path, ArrayChunk]], sbatch: str, *,
                    force: bool, dry_run: bool, echo: Callable[[str], None]) -> list[SubmittedArray]:
     k = mapping.slurm.max_concurrent
     done: list[SubmittedArray] = []
-    for n, chunk in enumerate(chunks):
+    for n, (script, chunk) in enumerate(chunks):
         array = chunk.spec(k)
         cmd = [sbatch, "--parsable", f"--array={array}", f"--chdir={exp}"]
         if force:
@@ -188,7 +193,8 @@ def _submit_chunks(exp: Path, mapping: RunMapping, script: Path, chunks: list[Ar
                                   array=array, offset=chunk.offset, indices=chunk.indices, command=shlex.join(cmd)))
         echo(f"submitted job array {item.job_id}: {len(chunk.task_ids)} run(s) "
              f"({_describe_runs(mapping, chunk.indices)}), --array={array}"
-             + (f", offset {chunk.offset}" if chunk.offset else ""))
+             + (f", offset {chunk.offset}" if chunk.offset else "")
+             + (f", {script.name}" if script.name != SCRIPT_FILE else ""))
         done.append(item)
     return done
 
