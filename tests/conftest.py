@@ -59,6 +59,10 @@ def write_experiment_dir(
     validation: list[str] | None = None,
     name: str = "handmade",
     slurm: expdir.SlurmPlan | None = None,
+    names: list[str | None] | None = None,
+    seeds: list[int] | None = None,
+    configurations: list[int] | None = None,
+    derived: list[dict[str, Any]] | None = None,
 ) -> Path:
     """Write an Appendix B experiment directory: one config per entry of ``runs`` (dotted key -> value).
 
@@ -66,21 +70,30 @@ def write_experiment_dir(
     side's one helper that resolves where a config's metrics go. Every run gets
     its own output_dir (exp_dir/runs/run_NNN); ``validation`` gives each run's
     validation state (default all ``passed``); ``slurm`` the recorded SLURM settings.
+
+    The experiment language's per-run fields, each one entry per run: ``names``
+    (run_name), ``seeds`` (the ``seeds:`` axis: sets the config's ``seed``, is the
+    last variable, marks the mapping seeded), ``configurations`` (default: runs
+    with equal ``runs`` entries share one when seeded, else one each) and
+    ``derived`` (dotted path -> value, also set in the config).
     """
     from torchtune_config_writer.compile.schema import to_plain
     from torchtune_config_writer.compile.writer import metric_log
 
     yaml = YAML(typ="rt")
     (exp_dir / expdir.CONFIGS_DIR).mkdir(parents=True, exist_ok=True)
-    variables = sorted({k for r in runs for k in r})
+    variables = sorted({k for r in runs for k in r}) + (["seed"] if seeds is not None else [])
     states = validation or ["passed"] * len(runs)
+    computed = derived or [{} for _ in runs]
+    numbers = configurations or _configuration_numbers(runs, seeded=seeds is not None)
     table = []
     for i, overrides in enumerate(runs):
         rid = expdir.run_id(i)
+        params = {**overrides, **({"seed": seeds[i]} if seeds is not None else {})}
         cfg = yaml.load(base_config.read_text())
         out = exp_dir / expdir.RUNS_DIR / rid
         cfg["output_dir"] = str(out)
-        for key, value in overrides.items():
+        for key, value in {**params, **computed[i]}.items():
             _set_dotted(cfg, key, value)
         path = exp_dir / expdir.config_file(rid)
         with open(path, "w") as f:
@@ -88,8 +101,10 @@ def write_experiment_dir(
         table.append(expdir.RunEntry(
             run_id=rid, index=i, config=expdir.config_file(rid),
             config_sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
-            output_dir=str(out), parameters=dict(overrides), validation=expdir.Validation(states[i]),
+            output_dir=str(out), parameters=params, validation=expdir.Validation(states[i]),
             metric_log=metric_log(to_plain(cfg), out, exp_dir),
+            name=names[i] if names else None, derived=dict(computed[i]),
+            seed=seeds[i] if seeds is not None else None, configuration=numbers[i],
         ))
     expdir.write_mapping(exp_dir, expdir.RunMapping(
         experiment_name=name, recipe=recipe, distributed=False, base_config=None,
@@ -97,8 +112,17 @@ def write_experiment_dir(
         variables=tuple(variables),
         validation=expdir.Validation.FAILED if "failed" in states else expdir.Validation.PASSED,
         slurm=slurm or expdir.SlurmPlan(gpus_per_run=0), runs=tuple(table),
+        derived=tuple(dict.fromkeys(k for d in computed for k in d)), seeded=seeds is not None,
     ))
     return exp_dir
+
+
+def _configuration_numbers(runs: list[dict[str, Any]], *, seeded: bool) -> list[int]:
+    """As the compile side numbers them: dense, in run order; with seeds, equal axis values share a number."""
+    if not seeded:
+        return list(range(len(runs)))
+    first: dict[str, int] = {}
+    return [first.setdefault(repr(sorted(r.items())), len(first)) for r in runs]
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from torchtune_config_writer.expdir import State, StatusRecord, write_status
 
 
 def _rows(csv_path):
-    with open(csv_path, newline="") as f:
+    with open(csv_path, newline="", encoding="utf-8") as f:
         return list(csv.DictReader(f))
 
 
@@ -30,8 +30,10 @@ def test_collect_reads_steps_and_losses_of_real_runs(trained_experiment):
     rows = {r["run_id"]: r for r in _rows(csv_path)}
     assert list(rows) == ["run_000", "run_001", "run_002"]
     assert list(_rows(csv_path)[0]) == [
-        "run_id", "dataset.data_files", "optimizer.lr", "status", "exit_code", "steps", "final_loss", "min_loss",
-        "mean_tokens_per_s", "wall_time_s"]
+        "run_id", "name", "configuration", "dataset.data_files", "optimizer.lr", "seed", "status", "exit_code", "steps",
+        "final_loss", "min_loss", "mean_tokens_per_s", "wall_time_s"]
+    assert [(r["name"], r["configuration"], r["seed"]) for r in rows.values()] == [
+        ("", "0", ""), ("", "1", ""), ("", "2", "")]
     for rid, lr in (("run_000", 0.001), ("run_001", 0.003)):
         row = rows[rid]
         assert row["status"] == "completed" and float(row["optimizer.lr"]) == lr
@@ -42,11 +44,11 @@ def test_collect_reads_steps_and_losses_of_real_runs(trained_experiment):
     failed = rows["run_002"]
     assert failed["status"] == "failed" and failed["exit_code"] not in ("", "0")
     assert failed["steps"] == failed["final_loss"] == failed["mean_tokens_per_s"] == ""
-    md = (exp / "results.md").read_text()
+    md = (exp / "results.md").read_text(encoding="utf-8")
     assert "| run_000 |" in md and "3 runs: 2 completed, 1 failed" in md
-    # the comparison by variable: each lr value was used by one completed run
-    assert "### optimizer.lr" in md
-    assert f"| 0.001 | 1 | 1 | {float(rows['run_000']['final_loss']):.4f} |" in md
+    # the comparison by variable: each lr value was used by one completed run (n = 1 loss averaged)
+    assert "### optimizer.lr" in md and "By configuration" not in md
+    assert f"| 0.001 | 1 | 1 | 1 | {float(rows['run_000']['final_loss']):.4f} |" in md
     # the loss plot: one line per run that logged, and the failed run has none
     svg = ET.fromstring((exp / "loss_curves.svg").read_text())
     lines = svg.findall("{http://www.w3.org/2000/svg}polyline")
@@ -127,8 +129,17 @@ def test_by_variable_averages_completed_runs_only():
         {"run_id": "run_003", "lr": 0.2, "status": "completed", "final_loss": 1.5},
     ]
     md = by_variable(["lr"], rows)
-    assert "| 0.1 | 2 | 2 | 3.0000 | 2.0000 |" in md
-    assert "| 0.2 | 2 | 1 | 1.5000 | 1.5000 |" in md
+    assert "| 0.1 | 2 | 2 | 2 | 3.0000 | 2.0000 |" in md
+    assert "| 0.2 | 2 | 1 | 1 | 1.5000 | 1.5000 |" in md
+
+
+def test_by_variable_says_how_many_losses_it_averaged():
+    rows = [  # a completed run that logged no loss (its metrics went elsewhere) is counted, not averaged
+        {"run_id": "run_000", "lr": 0.1, "status": "completed", "final_loss": 2.0},
+        {"run_id": "run_001", "lr": 0.1, "status": "completed", "final_loss": None},
+        {"run_id": "run_002", "lr": 0.1, "status": "failed", "final_loss": 0.5},
+    ]
+    assert "| 0.1 | 3 | 2 | 1 | 2.0000 | 2.0000 |" in by_variable(["lr"], rows)
 
 
 def test_loss_plot_is_valid_svg_with_escaped_labels_and_a_bounded_legend():

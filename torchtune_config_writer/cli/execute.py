@@ -59,7 +59,7 @@ def submit_cmd(experiment_dir: str, runs: str | None, failed: bool, dry_run: boo
 @click.argument("experiment_dir", type=click.Path(file_okay=False, path_type=str))
 @click.option("--no-slurm", is_flag=True, help="Read the status records only; do not ask squeue.")
 def status_cmd(experiment_dir: str, no_slurm: bool) -> None:
-    """Show every run of EXPERIMENT_DIR: parameters, state, exit code, wall time, SLURM job.
+    """Show every run of EXPERIMENT_DIR: name (if named), parameters, state, exit code, wall time, SLURM job.
 
     States come from the runs' status records; for submitted runs squeue adds
     what the records cannot know (PENDING, RUNNING, CANCELLED before start, TIMEOUT).

@@ -13,11 +13,12 @@ import click
 @click.command("collect")
 @click.argument("experiment_dir", type=click.Path(path_type=Path))
 def collect_cmd(experiment_dir: Path) -> None:
-    """Write results.csv and results.md (parameters, status, steps, losses, tokens/s, wall time) and print the table."""
+    """Write results.csv and results.md (names, parameters, status, steps, losses, tokens/s, wall time; with
+    seeds, mean ± std per configuration) and loss_curves.svg, and print results.md."""
     from ..results.collect import collect
 
     csv_path = collect(experiment_dir)
-    click.echo(csv_path.with_suffix(".md").read_text())
+    click.echo(csv_path.with_suffix(".md").read_text(encoding="utf-8"))
     click.echo(f"wrote {csv_path} and {csv_path.with_suffix('.md')}")
 
 

@@ -68,6 +68,8 @@ class RunState:
     seconds: float | None
     job: str | None
     """The SLURM task (``JOB_TASK``) that ran it or will run it."""
+    name: str | None = None
+    """The run's ``run_name``, when the experiment names its runs."""
 
 
 # ----------------------------------------------------------------------------- squeue
@@ -182,7 +184,7 @@ def merge(run: RunEntry, rec: StatusRecord, sub: Submission | None, task: TaskSt
             # Ended without a final record: cancelled while pending, killed (NODE_FAIL, OOM), or the
             # setup failed before run_one started.
             state, exit_code, seconds, job = task.state, task.exit_code, task.seconds, sub.name
-    return RunState(run.run_id, run.index, dict(run.parameters), state, exit_code, seconds, job)
+    return RunState(run.run_id, run.index, dict(run.parameters), state, exit_code, seconds, job, run.name)
 
 
 def run_states(exp_dir: str | Path, mapping: RunMapping | None = None, *, use_slurm: bool = True,
@@ -232,13 +234,18 @@ def _fmt_seconds(s: float | None) -> str:
 
 
 def format_status(states: list[RunState], variables: Iterable[str] | None = None, slurm_note: str = "") -> str:
-    """The ``status`` table: one row per run, then counts per state."""
+    """The ``status`` table: one row per run, then counts per state.
+
+    A NAME column follows RUN when any run has a name: people know runs by the names they gave
+    them, and the id stays because ``--runs`` and the files use it.
+    """
     keys = list(variables or dict.fromkeys(k for s in states for k in s.parameters))
-    rows = [("RUN", "PARAMETERS", "STATE", "EXIT", "WALL", "JOB")]
+    named = any(s.name for s in states)
+    rows = [["RUN", *(["NAME"] if named else []), "PARAMETERS", "STATE", "EXIT", "WALL", "JOB"]]
     for s in states:
         params = format_parameters({k: s.parameters[k] for k in keys if k in s.parameters}, short=True, sep=" ")
-        rows.append((s.run_id, params or "-", str(s.state), "-" if s.exit_code is None else str(s.exit_code),
-                     _fmt_seconds(s.seconds), s.job or "-"))
+        rows.append([s.run_id, *([s.name or "-"] if named else []), params or "-", str(s.state),
+                     "-" if s.exit_code is None else str(s.exit_code), _fmt_seconds(s.seconds), s.job or "-"])
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     counts = Counter(str(s.state) for s in states)

@@ -1,10 +1,15 @@
 """Collect the runs' metrics into results.csv and results.md.
 
-For each run of ``run_mapping.yaml``: its parameters, its status record, and
-what torchtune's DiskLogger wrote (``Step 3 | loss:6.37 lr:0.00029
+For each run of ``run_mapping.yaml``: who it is (id, name, configuration,
+seed), its parameters and derived values, its status record, and what
+torchtune's DiskLogger wrote (``Step 3 | loss:6.37 lr:0.00029
 tokens_per_second_per_gpu:27375.6``) under the metric log directory that
 run_mapping.yaml records for it (resolved at generation: no config is parsed
 here). A run without logs or status gets empty cells, never an error.
+
+An experiment with ``seeds:`` runs every configuration once per seed; results.md
+then also has one row per configuration, each metric as mean ± standard
+deviation over its completed seeds, with n.
 
     >>> path = collect("outputs/tiny_rank_lr")          # doctest: +SKIP
     >>> print(path.with_suffix(".md").read_text())       # doctest: +SKIP
@@ -15,18 +20,25 @@ from __future__ import annotations
 import csv
 import json
 import re
+import statistics
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from ..expdir import (
-    LOSS_PLOT, RESULTS_CSV, RESULTS_MD, MetricLog, RunEntry, RunMapping, State, StatusRecord, format_parameters,
-    load_mapping, read_all,
+    LOSS_PLOT, RESULTS_CSV, RESULTS_MD, MetricLog, RunEntry, RunMapping, State, StatusRecord, load_mapping, read_all,
 )
-from .plots import loss_plot_svg
+from .plots import curve_label, loss_plot_svg
 
+#: Who a run is: always in results.csv (empty when the experiment has no names or seeds), so a script
+#: reading it needs no special case.
+IDENTITY_COLUMNS = ["run_id", "name", "configuration"]
 METRIC_COLUMNS = ["status", "exit_code", "steps", "final_loss", "min_loss", "mean_tokens_per_s", "wall_time_s"]
+#: The metrics averaged over a configuration's seeds (``steps`` is a count, not an outcome).
+SEED_METRICS = ["final_loss", "min_loss", "mean_tokens_per_s", "wall_time_s"]
+#: The dotted path of the ``seeds:`` axis among the variables (the config's top-level ``seed``).
+SEED = "seed"
 
 _STEP_LINE = re.compile(r"^Step (\d+) \| (.*)$")
 _PAIR = re.compile(r"(\S+?):(\S+)")
@@ -104,7 +116,7 @@ Row = tuple[RunEntry, StatusRecord, dict[int, dict[str, float]]]
 
 
 def collect_rows(exp_dir: str | Path) -> tuple[list[str], list[dict[str, Any]]]:
-    """(columns, one row per run) of an experiment directory."""
+    """(columns, one row per run) of an experiment directory: results.csv before formatting."""
     exp = Path(exp_dir)
     mapping = load_mapping(exp)
     return _table(mapping, _runs_with_steps(exp, mapping))
@@ -117,16 +129,38 @@ def _runs_with_steps(exp: Path, mapping: RunMapping) -> list[Row]:
     return [(run, statuses[run.run_id], run_steps(run, statuses[run.run_id])) for run in runs]
 
 
+def axes(mapping: RunMapping) -> list[str]:
+    """The variables that tell configurations apart: all of them but the ``seeds:`` axis."""
+    return [v for v in mapping.variables if not (mapping.seeded and v == SEED)]
+
+
+def seed_of(run: RunEntry) -> Any:
+    """The seed a run trains with when the experiment sets one per run: its ``seeds:`` value, else a
+    ``seed`` variable or derived value; None when all runs keep the base's (or a control's) seed."""
+    if run.seed is not None:
+        return run.seed
+    return run.parameters.get(SEED, run.derived.get(SEED))
+
+
+def _derived_columns(mapping: RunMapping, taken: list[str]) -> dict[str, str]:
+    """Derived path -> its column; ``derived.`` in front of a path that would shadow another column."""
+    return {d: (f"derived.{d}" if d in taken else d) for d in mapping.derived if d != SEED}
+
+
 def _table(mapping: RunMapping, runs: list[Row]) -> tuple[list[str], list[dict[str, Any]]]:
-    variables = list(mapping.variables)
+    keys = [v for v in axes(mapping) if v != SEED]  # a plain ``seed`` variable is shown as the seed column
+    derived = _derived_columns(mapping, [*IDENTITY_COLUMNS, *keys, SEED, *METRIC_COLUMNS])
     rows = []
     for run, rec, steps in runs:
-        row: dict[str, Any] = {"run_id": run.run_id, **{v: run.parameters.get(v) for v in variables}}
+        row: dict[str, Any] = {"run_id": run.run_id, "name": run.name, "configuration": run.configuration}
+        row.update({k: run.parameters.get(k) for k in keys})
+        row[SEED] = seed_of(run)
+        row.update({col: run.derived.get(path) for path, col in derived.items()})
         row.update(status=str(rec.state), exit_code=rec.exit_code)
         row.update(summarize(steps))
         row["wall_time_s"] = rec.wall_seconds()
         rows.append(row)
-    return ["run_id", *variables, *METRIC_COLUMNS], rows
+    return [*IDENTITY_COLUMNS, *keys, SEED, *derived.values(), *METRIC_COLUMNS], rows
 
 
 def _cell(value: Any, digits: int | None = None) -> str:
@@ -153,11 +187,69 @@ def markdown_table(columns: list[str], rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _md_columns(mapping: RunMapping, columns: list[str], rows: list[dict[str, Any]]) -> list[str]:
+    """results.md's per-run columns: the csv's, less the identity columns that would be empty or say nothing."""
+    unused = set()
+    if not any(r["name"] for r in rows):
+        unused.add("name")
+    if not mapping.seeded:
+        unused.add("configuration")  # every run is its own configuration
+    if all(r[SEED] is None for r in rows):
+        unused.add(SEED)
+    return [c for c in columns if c not in unused]
+
+
+def _completed(rows: list[dict[str, Any]], metric: str) -> list[float]:
+    """``metric`` of the completed runs that have it: a failed or unfinished run's partial log is never averaged."""
+    return [r[metric] for r in rows if r.get("status") == State.COMPLETED and r.get(metric) is not None]
+
+
+def mean_std(values: list[float], digits: int | None = None) -> str:
+    """``mean ± sample standard deviation``; the deviation of a single value is ``-``, no value gives "".
+
+    >>> mean_std([2.0, 2.5, 3.0], 4), mean_std([6.0], 1), mean_std([])
+    ('2.5000 ± 0.5000', '6.0 ± -', '')
+    """
+    if not values:
+        return ""
+    std = _cell(statistics.stdev(values), digits) if len(values) > 1 else "-"
+    return f"{_cell(statistics.fmean(values), digits)} ± {std}"
+
+
+def _configurations(rows: list[dict[str, Any]]) -> dict[Any, list[dict[str, Any]]]:
+    """Rows grouped by configuration, in order of first appearance (a row without one stands alone)."""
+    groups: dict[Any, list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault(r.get("configuration", id(r)), []).append(r)
+    return groups
+
+
+def by_configuration(keys: list[str], rows: list[dict[str, Any]]) -> str:
+    """One markdown row per configuration (the runs that differ only in their seed).
+
+    Its axis values (``keys``), how many seeds it has and how many completed, then for each of
+    ``SEED_METRICS`` the mean ± sample standard deviation over the completed seeds that logged it,
+    and their number ``n``: a seed that failed or is still running is counted, never averaged.
+    """
+    table_rows = []
+    for configuration, group in _configurations(rows).items():
+        row: dict[str, Any] = {"configuration": configuration, **{k: group[0].get(k) for k in keys},
+                               "seeds": len(group), "completed": sum(r.get("status") == State.COMPLETED for r in group)}
+        for metric in SEED_METRICS:
+            values = _completed(group, metric)
+            row[metric], row[f"{metric} n"] = mean_std(values, _MD_DIGITS.get(metric)), len(values)
+        table_rows.append(row)
+    metrics = [c for m in SEED_METRICS for c in (m, f"{m} n")]
+    return markdown_table(["configuration", *keys, "seeds", "completed", *metrics], table_rows)
+
+
 def by_variable(variables: list[str], rows: list[dict[str, Any]]) -> str:
     """One markdown table per variable: for each of its values, how the runs with it did.
 
-    The question a sweep asks is "what did this variable do?", so each value gets the mean and
-    the best final loss over the completed runs that used it (the other variables averaged out).
+    The question a sweep asks is "what did this variable do?", so each value gets the mean final
+    loss over the ``n`` completed runs with it that logged one (the other variables, and the seeds,
+    averaged out) and the best final loss of a configuration with it: a configuration's mean over
+    its seeds, so one lucky seed does not make a value look best.
     """
     sections = []
     for var in variables:
@@ -166,21 +258,62 @@ def by_variable(variables: list[str], rows: list[dict[str, Any]]) -> str:
             values.setdefault(_cell(r.get(var)), []).append(r)
         table_rows = []
         for value, group in values.items():
-            losses = [r["final_loss"] for r in group if r.get("status") == State.COMPLETED and r.get("final_loss") is not None]
+            losses = _completed(group, "final_loss")
+            per_configuration = [statistics.fmean(v) for g in _configurations(group).values()
+                                 if (v := _completed(g, "final_loss"))]
             table_rows.append({
                 var: value,
                 "runs": len(group),
                 "completed": sum(r.get("status") == State.COMPLETED for r in group),
-                "mean_final_loss": sum(losses) / len(losses) if losses else None,
-                "best_final_loss": min(losses) if losses else None,
+                "n": len(losses),
+                "mean_final_loss": statistics.fmean(losses) if losses else None,
+                "best_final_loss": min(per_configuration) if per_configuration else None,
             })
-        columns = [var, "runs", "completed", "mean_final_loss", "best_final_loss"]
+        columns = [var, "runs", "completed", "n", "mean_final_loss", "best_final_loss"]
         sections.append(f"### {var}\n\n{markdown_table(columns, table_rows)}")
     return "\n\n".join(sections)
 
 
+def results_markdown(mapping: RunMapping, columns: list[str], rows: list[dict[str, Any]]) -> str:
+    """results.md without the plot: the run table, then per configuration (with seeds) and per variable."""
+    counts = Counter(r["status"] for r in rows)
+    md = (
+        f"# Results: {mapping.experiment_name}\n\n{markdown_table(_md_columns(mapping, columns, rows), rows)}\n\n"
+        f"{len(rows)} runs: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + ". "
+        "Losses and tokens/s from each run's DiskLogger log; wall time from status/.\n"
+    )
+    if mapping.seeded:
+        md += ("\n## By configuration\n\nRuns that differ only in their seed form a configuration. Each metric: "
+               "mean ± sample standard deviation over the completed seeds that logged it (- for one), "
+               "and n, how many those are.\n\n" + by_configuration(axes(mapping), rows) + "\n")
+    variables = axes(mapping)
+    if variables:
+        md += ("\n## By variable\n\nmean_final_loss: over the n completed runs with the value that logged a loss; "
+               "best_final_loss: the best " + ("configuration's mean over its seeds" if mapping.seeded else "of them")
+               + ".\n\n" + by_variable(variables, rows) + "\n")
+    return md
+
+
+def loss_curves(runs: list[Row]) -> dict[str, list[tuple[int, float]]]:
+    """Legend label -> (step, loss) points, per run; a label shared by two runs gets the run id added."""
+    curves: dict[str, list[tuple[int, float]]] = {}
+    for run, _, steps in runs:
+        label = curve_label(run)
+        if label in curves:  # two curves under one key would silently become one
+            label = f"{label} ({run.run_id})"
+        curves[label] = [(step, m["loss"]) for step, m in sorted(steps.items()) if "loss" in m]
+    return curves
+
+
+def write_csv(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(columns)
+        writer.writerows([[_cell(r.get(c)) for c in columns] for r in rows])
+
+
 def collect(exp_dir: str | Path) -> Path:
-    """Write results.csv and results.md into the experiment directory; return the csv's path.
+    """Write results.csv and results.md (UTF-8) into the experiment directory; return the csv's path.
 
     >>> collect("outputs/tiny_rank_lr")        # doctest: +SKIP
     PosixPath('outputs/tiny_rank_lr/results.csv')
@@ -190,25 +323,12 @@ def collect(exp_dir: str | Path) -> Path:
     runs = _runs_with_steps(exp, mapping)
     columns, rows = _table(mapping, runs)
     csv_path = exp / RESULTS_CSV
-    with open(csv_path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(columns)
-        writer.writerows([[_cell(r.get(c)) for c in columns] for r in rows])
-    name = mapping.experiment_name
-    counts = Counter(r["status"] for r in rows)
-    md = (
-        f"# Results: {name}\n\n{markdown_table(columns, rows)}\n\n"
-        f"{len(rows)} runs: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + ". "
-        "Losses and tokens/s from each run's DiskLogger log; wall time from status/.\n"
-    )
-    if mapping.variables:
-        md += f"\n## By variable\n\n{by_variable(list(mapping.variables), rows)}\n"
-    curves = {}
-    for run, _, steps in runs:
-        label = " ".join([run.run_id, format_parameters(run.parameters, short=True, sep=" ")]).strip()
-        curves[label] = [(step, m["loss"]) for step, m in sorted(steps.items()) if "loss" in m]
+    write_csv(csv_path, columns, rows)
+    md = results_markdown(mapping, columns, rows)
+    curves = loss_curves(runs)
     if any(curves.values()):
-        (exp / LOSS_PLOT).write_text(loss_plot_svg(curves, f"Training loss: {name}"))
+        svg = loss_plot_svg(curves, f"Training loss: {mapping.experiment_name}")
+        (exp / LOSS_PLOT).write_text(svg, encoding="utf-8")
         md += f"\n![training loss per run]({LOSS_PLOT})\n"
-    (exp / RESULTS_MD).write_text(md)
+    (exp / RESULTS_MD).write_text(md, encoding="utf-8")
     return csv_path

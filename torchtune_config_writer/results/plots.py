@@ -1,4 +1,4 @@
-"""A dependency-free SVG line plot: training loss against step, one line per run.
+"""A dependency-free SVG line plot: training loss against step, one line per run, labelled by its name.
 
 SVG opens in any browser and renders in markdown viewers, and writing it by
 hand keeps matplotlib out of the dependencies.
@@ -12,11 +12,24 @@ from __future__ import annotations
 
 from html import escape
 
+from ..expdir import RunEntry, format_parameters
+
 # Colour-blind-safe palette (Okabe-Ito), cycled for more runs.
 _COLOURS = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
 _W, _H = 720, 420
 _LEFT, _RIGHT, _TOP, _BOTTOM = 60, 220, 40, 50
 _LEGEND_MAX = 20  # lines of legend that fit beside the plot
+
+
+def curve_label(run: RunEntry) -> str:
+    """A run's legend entry: the name the experiment gave it, else its id and parameters.
+
+    >>> curve_label(RunEntry("run_000", 0, "c", "0", "o", {"model.lora_rank": 8}, "passed", None))
+    'run_000 lora_rank=8'
+    >>> curve_label(RunEntry("run_000", 0, "c", "0", "o", {"model.lora_rank": 8}, "passed", None, name="r8"))
+    'r8'
+    """
+    return run.name or " ".join([run.run_id, format_parameters(run.parameters, short=True, sep=" ")]).strip()
 
 
 def loss_plot_svg(curves: dict[str, list[tuple[int, float]]], title: str) -> str:
