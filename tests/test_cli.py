@@ -17,8 +17,9 @@ def test_generate_prints_each_config_and_a_summary(tmp_path):
     path = write_experiment(tmp_path, f"experiment_name: ok\nbase_config: {LORA_1B}\nvariables:\n  lora_rank: [8, 16]\n  lr: [1e-4]\n")
     res = cli("generate", path, "--output-dir", tmp_path / "out")
     assert res.returncode == 0, res.stderr
-    assert "configs/run_000.yaml (lora_rank=8, lr=0.0001)" in res.stdout
-    assert "configs/run_001.yaml (lora_rank=16, lr=0.0001)" in res.stdout
+    assert "Generated 2 combinations = 2 runs" in res.stdout
+    table = [line.split() for line in res.stdout.splitlines() if "run_00" in line or "RUN" in line]
+    assert table == [["RUN", "lora_rank", "lr"], ["-", "run_000", "8", "0.0001"], ["-", "run_001", "16", "0.0001"]]
     assert "Validated 2 configs: all passed" in res.stdout
     assert res.stderr == ""  # torchao's import warning is silenced
     assert (tmp_path / "out" / "configs" / "run_001.yaml").is_file()

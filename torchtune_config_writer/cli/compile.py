@@ -19,11 +19,16 @@ if TYPE_CHECKING:
 
 @click.command("ls")
 @click.argument("pattern", required=False)
-def ls_cmd(pattern: str | None) -> None:
+@click.option("--presets", is_flag=True, help="List the presets that `include:` can name instead.")
+def ls_cmd(pattern: str | None, presets: bool) -> None:
     """List torchtune recipes and their configs (PATTERN filters, e.g. 'llama3_2' or '*lora*')."""
     import fnmatch
 
     from ..compile import registry
+
+    if presets:
+        _list_presets()
+        return
 
     glob = pattern if pattern and any(c in pattern for c in "*?[") else f"*{pattern or ''}*"
     files = registry.builtin_configs()
@@ -41,6 +46,18 @@ def ls_cmd(pattern: str | None) -> None:
         raise ConfigWriterError(f"nothing matches '{pattern}'; run `torchtune-config-writer ls` to see every config")
 
 
+def _list_presets() -> None:
+    import yaml
+
+    from ..compile.schema import presets
+
+    click.echo(f"{'PRESET':<12} DESCRIPTION (use: include: [NAME])")
+    for name, path in presets().items():
+        data = yaml.safe_load(path.read_text()) or {}
+        click.echo(f"{name:<12} {data.get('description', '')}")
+        click.echo(f"{'':<12} {path}")
+
+
 @click.command("generate")
 @click.argument("experiment", type=click.Path(dir_okay=False))
 @click.option("--output-dir", "-o", type=click.Path(file_okay=False), help="Experiment directory to create (default: output.experiment_dir, else outputs/<name>_<timestamp>).")
@@ -55,11 +72,17 @@ def generate_cmd(experiment: str, output_dir: str | None, force: bool, no_valida
 
 @click.command("validate")
 @click.argument("experiment", type=click.Path(dir_okay=False))
-def validate_cmd(experiment: str) -> None:
-    """Check EXPERIMENT end to end, torchtune validation included, writing nothing."""
+@click.option("--no-validate", "quick", is_flag=True, help="Show the plan only; skip torchtune's validation.")
+def validate_cmd(experiment: str, quick: bool) -> None:
+    """Show the run plan of EXPERIMENT and check it end to end (torchtune validation included); writes nothing."""
     from ..compile.compiler import generate_configs
 
-    _report(lambda: generate_configs(experiment, write=False), write=False)
+    _report(lambda: generate_configs(experiment, write=False, validate=not quick), write=False)
+
+
+plan_cmd = click.Command("plan", params=validate_cmd.params, callback=validate_cmd.callback,
+                         help="The same as validate: the run table (ids, names, axes, derived values, "
+                              "resources) and the counts, checked; writes nothing.")
 
 
 def _report(action: Callable[[], GenerationResult], write: bool) -> None:
@@ -81,21 +104,14 @@ def _report(action: Callable[[], GenerationResult], write: bool) -> None:
 
 def _print_runs(result: GenerationResult, write: bool) -> None:
     from ..compile.writer import summarize_warnings
-    from ..expdir import MAPPING_FILE, REPORT_FILE, SCRIPT_FILE, Validation, format_parameters
+    from ..expdir import MAPPING_FILE, REPORT_FILE, SCRIPT_FILE
 
     runs = result.runs
     click.echo(f"✓ Loaded base config: {result.base} (recipe {result.recipe})")
-    verb = "Generated" if write else "Compiled"
-    click.echo(f"✓ {verb} {len(runs)} config{'s' if len(runs) != 1 else ''}" + (f" in {result.experiment_dir / 'configs'}" if write else ""))
-    shown = runs if len(runs) <= 50 else runs[:20] + [None] + runs[-5:]
-    for run in shown:
-        if run is None:
-            click.echo(f"  ... {len(runs) - 25} more ...")
-            continue
-        mark = "✗" if run.validation == Validation.FAILED else "-"
-        click.echo(f"  {mark} configs/{run.run_id}.yaml ({format_parameters(run.labels) or 'no variables'})")
-        for problem in run.problems:
-            click.echo(f"      {problem}")
+    verb = "Generated" if write else "Planned"
+    click.echo(f"✓ {verb} {result.counts.summary()}" + (f" in {result.experiment_dir / 'configs'}" if write else ""))
+    for line in run_table(result):
+        click.echo(f"  {line}")
     if not result.validated:
         click.echo("! Validation skipped: these runs are marked unvalidated and `run`/`submit` will refuse them")
     elif result.ok:
@@ -109,8 +125,48 @@ def _print_runs(result: GenerationResult, write: bool) -> None:
         for line in lines:
             click.echo(f"    {line}")
     if write and result.written:
-        script = f", {SCRIPT_FILE}" if (result.experiment_dir / SCRIPT_FILE).exists() else ""
+        scripts = sorted(p.name for p in result.experiment_dir.glob("submit*.sbatch"))
+        script = f", {', '.join(scripts)}" if scripts else ""
         click.echo(f"✓ Wrote {MAPPING_FILE}, {REPORT_FILE}, experiment.yaml{script}")
 
 
-COMMANDS = (ls_cmd, generate_cmd, validate_cmd)
+def run_table(result: GenerationResult, limit: int = 50) -> list[str]:
+    """The plan as a table: run, name, every axis, derived values, resources that differ; problems under a run.
+
+    Past ``limit`` runs, the first 20 and the last 5 are shown.
+    """
+    from ..expdir import Validation, short_names
+
+    runs = result.runs
+    axes = list(runs[0].labels) if runs else []
+    derived = list(dict.fromkeys(k for r in runs for k in r.derived))
+    derived_names = short_names(derived)
+    resources = list(dict.fromkeys(k for r in runs for k in r.resources))
+    names = any(r.name is not None for r in runs)
+    header = ["", "RUN"] + (["NAME"] if names else []) + axes + [derived_names[k] for k in derived] \
+        + [f"slurm.{k}" for k in resources]
+    shown = runs if len(runs) <= limit else runs[:20] + [None] + runs[-5:]
+    rows: list[list[str] | str] = []
+    for run in shown:
+        if run is None:
+            rows.append(f"... {len(runs) - 25} more ...")
+            continue
+        plan = result.slurm
+        rows.append(["✗" if run.validation == Validation.FAILED else "-", run.run_id]
+                    + ([run.name or "-"] if names else [])
+                    + [_cell(run.labels[k]) for k in axes] + [_cell(run.derived.get(k, "")) for k in derived]
+                    + [_cell(run.resources.get(k, getattr(plan, k))) for k in resources])
+        rows += [f"    {p}" for p in run.problems]
+    widths = [max(len(r[i]) for r in [header] + [r for r in rows if isinstance(r, list)]) for i in range(len(header))]
+    out = ["  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip()]
+    for row in rows:
+        out.append(row if isinstance(row, str) else "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+    return out
+
+
+def _cell(value: object, width: int = 28) -> str:
+    text = str(value).encode("unicode_escape").decode() if isinstance(value, str) else str(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+COMMANDS = (ls_cmd, generate_cmd, validate_cmd, plan_cmd)
