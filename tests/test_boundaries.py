@@ -3,7 +3,8 @@
 ``lint-imports`` checks the contracts in pyproject.toml statically (every import
 in every module, lazy ones included); the subprocess tests check at run time
 that ``status``, ``collect``, ``submit --dry-run`` and ``ls`` load neither
-torch, torchtune nor pydantic.
+torch, torchtune nor pydantic, and that ``init`` and ``schema`` (which need
+pydantic, the schema's source) load neither torch nor torchtune.
 """
 
 from __future__ import annotations
@@ -62,3 +63,11 @@ def test_reading_commands_load_no_torch_torchtune_or_pydantic(experiment_dir, co
 
 def test_ls_loads_no_torch_torchtune_or_pydantic():
     assert _loaded("ls", "llama3_2") == []
+
+
+@pytest.mark.parametrize("command", ["init", "schema"])
+def test_authoring_commands_load_no_torch_or_torchtune(tmp_path, command):
+    target = tmp_path / ("experiment.yaml" if command == "init" else "experiment.schema.json")
+    loaded = _loaded(command, "-o", str(target))
+    assert target.is_file()
+    assert not {"torch", "torchtune"} & set(loaded), loaded

@@ -1,6 +1,7 @@
 """The command line: a thin click layer over the library, one module per side.
 
     compile.py   generate, validate, ls
+    authoring.py init, schema: a starter experiment.yaml, and its JSON Schema for editors
     execute.py   run, submit, status (and the hidden per-task ``task``)
     results.py   collect
     demo.py      demo: all of it on a tiny model, on a CPU
@@ -37,9 +38,9 @@ def main() -> None:
 
 
 def _register() -> None:
-    from . import compile, demo, execute, results
+    from . import authoring, compile, demo, execute, results
 
-    for module in (compile, execute, results, demo):
+    for module in (compile, authoring, execute, results, demo):
         for command in module.COMMANDS:
             main.add_command(command)
 
