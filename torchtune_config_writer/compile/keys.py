@@ -135,8 +135,8 @@ def check_conflicts(controls: list[Setting], swept: list[Setting], locate: Calla
     ``locate(section, raw_key)`` names where a key was written (``'experiment.yaml:7 (controls)'``).
     """
     locate = locate or (lambda section, raw: section)
-    _no_repeats(swept, locate)
-    _no_repeats(controls, locate)
+    _no_repeats(swept, locate, layered=False)
+    _no_repeats(controls, locate, layered=True)
     leaves = [(c, leaf) for c in controls for leaf in _leaf_paths(c.key.path, c.value)]
     for other in swept:
         for control, leaf in leaves:
@@ -216,12 +216,13 @@ def _component_accepts(tree: dict, path: tuple[str, ...]) -> bool:
     return accepted is None or path[-1] in accepted
 
 
-def _no_repeats(settings: list[Setting], locate: Callable[[str, str], str]) -> None:
+def _no_repeats(settings: list[Setting], locate: Callable[[str, str], str], layered: bool) -> None:
+    """With ``layered``, a key set again by a later file overrides instead (what ``include`` means for controls)."""
     seen: dict[tuple[str, ...], Setting] = {}
     for s in settings:
         earlier = seen.get(s.key.path)
-        if earlier and earlier.layer == s.layer and not (earlier.key.op == "delete" and s.key.op == "add"):
-            # (~k then +k replaces k on purpose; a later file overriding an included one is what include means)
+        if earlier and (earlier.layer == s.layer or not layered) and not (earlier.key.op == "delete" and s.key.op == "add"):
+            # (~k then +k replaces k on purpose)
             where = "" if earlier.section == s.section else f" ({earlier.section} and {s.section})"
             raise ConflictingKeyError(
                 f"{locate(s.section, s.key.raw)}: '{earlier.key.raw}' and '{s.key.raw}'{where} both set "

@@ -308,12 +308,10 @@ def build_plan(exp: Experiment, template: dict, plain: dict, experiment_dir: Pat
         overrides = [(by_label[k].key, v) for k, v in values.items()]
         ctx = _context(base_ctx, plain, values, by_label, needs_tree)
         ctx.update(run_id=rid, run_index=index)
-        name = None
+        name = exp.run_name
         if name_expr is not None:
             name = _as_name(name_expr.evaluate(ctx, rid), name_expr, rid)
-            ctx["run_name"] = name
-        else:
-            ctx["run_name"] = rid
+        ctx["run_name"] = name if name is not None else rid
         if runs_dir_expr is not None:
             output_dir = (exp.base_dir / Path(str(runs_dir_expr.evaluate(ctx, rid))).expanduser()).resolve()
         else:
