@@ -52,7 +52,7 @@ def test_import_contracts_hold():
 @pytest.fixture
 def experiment_dir(make_experiment_dir) -> Path:
     exp = make_experiment_dir([{"optimizer.lr": 1e-3}, {"optimizer.lr": 3e-3}])
-    sbatch.write_submit_script(exp, load_mapping(exp), SlurmSettings(gpus_per_run=0))
+    sbatch.write_submit_scripts(exp, load_mapping(exp), SlurmSettings(gpus_per_run=0))
     return exp
 
 
