@@ -45,22 +45,35 @@ class SlurmSettings(_Strict):
     """Settings of the generated ``submit.sbatch`` job array (all optional)."""
 
     job_name: str | None = None
+    """The jobs' name in squeue; default the experiment name."""
     partition: str | None = None
+    """``--partition``; may be an expression (then runs with other values get their own job-array script)."""
     account: str | None = None
+    """``--account``; may be an expression."""
     qos: str | None = None
+    """``--qos``; may be an expression."""
     time: str | None = None
+    """Time limit per run (``MM``, ``HH:MM:SS``, ``D-HH:MM:SS``); may be an expression."""
     nodes: int = Field(1, ge=1)
+    """Nodes per run; only 1 is supported."""
     gpus_per_run: int | None = Field(None, ge=0)
     """GPUs per run; default 0 when every run's device is cpu, else 1."""
     cpus_per_task: int | None = Field(None, ge=1)
+    """``--cpus-per-task``; may be an expression."""
     mem: str | None = None
+    """``--mem`` (e.g. ``64G``); may be an expression."""
     constraint: str | None = None
+    """``--constraint`` (node features, e.g. ``a100``); may be an expression."""
     extra_sbatch: list[str] = Field(default_factory=list)
+    """More ``#SBATCH`` options, one per entry (``--exclusive``)."""
     setup: list[str] | None = None
     """Shell lines run before each task; default: activate the environment ``generate`` ran in."""
     max_concurrent: int | None = Field(None, ge=1)
+    """At most this many runs at once, across all arrays of a submission."""
     stagger_seconds: float = Field(0, ge=0)
+    """Delay between task starts, so tasks do not race on shared caches."""
     max_array_size: int = Field(1001, ge=1)
+    """Largest array task id + 1 (the cluster's MaxArraySize wins when smaller)."""
 
     @field_validator("nodes")
     @classmethod
@@ -126,8 +139,11 @@ class SampleSettings(_Strict):
     """Random search: ``n`` points drawn from ``space``, the same for every generation with this ``seed``."""
 
     n: int = Field(ge=1)
+    """How many points to draw."""
     seed: int = 0
+    """The random seed of the draw: the same seed gives the same points."""
     space: dict[str, Distribution]
+    """Key → distribution (uniform, log_uniform, int_uniform or choice)."""
 
     @field_validator("space")
     @classmethod
@@ -141,13 +157,19 @@ class Experiment(_Strict):
     """A parsed, schema-valid experiment definition."""
 
     experiment_name: str
+    """Names the experiment and its default directory (letters, digits, '.', '_', '-')."""
     description: str | None = None
+    """Free text, for people."""
     framework: Literal["torchtune"] = "torchtune"
+    """Only torchtune."""
     include: list[str] = Field(default_factory=list)
     """Fragments merged first, in order (paths relative to the including file, or shipped preset names)."""
     base_config: str | None = None
+    """A torchtune config name (``llama3_2/1B_lora_single_device``; ``ls`` lists them)."""
     base_config_file: Path | None = None
+    """Your own base config file (relative to this file); needs ``recipe``."""
     recipe: str | None = None
+    """The recipe (a torchtune recipe name or a .py file); default the base config's."""
     variables: dict[str, list[Any]] = Field(default_factory=dict)
     """The grid: every combination of these values becomes a run."""
     zip: list[dict[str, list[Any]]] = Field(default_factory=list)
@@ -163,8 +185,11 @@ class Experiment(_Strict):
     run_name: str | None = None
     """A name per run, usually an expression (``r{{ lora_rank }}-s{{ seed }}``); must be unique."""
     controls: dict[str, Any] = Field(default_factory=dict)
+    """Keys fixed for every run (values may be ``{{ }}`` expressions)."""
     output: OutputSettings = Field(default_factory=OutputSettings)
+    """Where the experiment directory and the runs' outputs go."""
     slurm: SlurmSettings = Field(default_factory=SlurmSettings)
+    """The job arrays' settings; resources may be per-run expressions."""
 
     slurm_expressions: dict[str, str] = Field(default_factory=dict, exclude=True)
     """``slurm:`` values that are expressions (evaluated per run); ``slurm`` holds the rest."""
