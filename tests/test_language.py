@@ -115,18 +115,20 @@ variables:
   lora_rank: [8]
 derived:
   lora_alpha: "{{{{ model.lora_rank * 2 }}}}"
-  lora_dropout: "{{{{ 0.5 / 10 }}}}"
   dataset.packed: "{{{{ run_index == 0 }}}}"
   model.lora_attn_modules: "{{{{ ['q_proj', 'v_proj'] }}}}"
   checkpointer.output_dir: "{{{{ output_dir }}}}/ck-{{{{ run_name }}}}-{{{{ experiment_name }}}}"
   max_steps_per_epoch: "{{{{ lora_alpha + 1 }}}}"
+  lora_dropout: "{{{{ weight_decay * 10 }}}}"
 controls:
+  weight_decay: 0.003
   tokenizer.path: ${{checkpointer.checkpoint_dir}}/tokenizer.model
   profiler.output_dir: "{{{{ output_dir }}}}/profile"
   metric_logger.log_dir: "{{{{ date }}}}/{{{{ run_id }}}}"
 """)
     config = result.runs[0].plain
-    assert config["model"]["lora_alpha"] == 16 and config["model"]["lora_dropout"] == 0.05
+    assert config["model"]["lora_alpha"] == 16
+    assert math.isclose(config["model"]["lora_dropout"], 0.03)  # a float, from a control by the name written
     assert config["dataset"]["packed"] is True
     assert config["model"]["lora_attn_modules"] == ["q_proj", "v_proj"]
     out = result.runs[0].output_dir

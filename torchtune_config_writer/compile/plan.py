@@ -6,7 +6,8 @@ run (``exclude``), numbers the runs that remain densely, then evaluates per run,
 in this order, the ``{{ … }}`` expressions that may read what came before:
 
     stage        evaluates                               may read
-    combination  template values in axes, exclude        experiment_name, timestamp, date; axis keys, seed, the config
+    combination  template values in axes, exclude        experiment_name, timestamp, date; axis keys, seed,
+                                                         controls by the name written, the config
     numbered     run_name                                + run_id, run_index
     named        output.runs_dir                         + run_name
     run          derived and {{ }} controls (by need)    + output_dir, derived keys (the config as it is so far)
@@ -249,8 +250,12 @@ def build_plan(exp: Experiment, template: dict, plain: dict, experiment_dir: Pat
     base_ctx = {"experiment_name": exp.experiment_name, "timestamp": now.strftime("%Y%m%d_%H%M%S"),
                 "date": now.strftime("%Y-%m-%d")}
     labels = [a.label for a in axis_keys]
+    # controls by the names written (``lr``), as axes are; a dotted one is reachable through the config tree
+    # (top-level keys and mappings come from the config itself, where they are merged)
+    base_ctx.update({k: v for k, v in exp.controls.items() if k.isidentifier() and k not in base_ctx
+                     and k not in plain and not isinstance(v, dict) and not has_template(v)})
     tree_keys = [str(k) for k in plain if k != "output_dir"]  # a run's output_dir is known only later
-    combo_names = set(_EXPERIMENT_NAMES) | set(labels) | {"seed"} | set(tree_keys)
+    combo_names = set(base_ctx) | set(labels) | {"seed"} | set(tree_keys)
     numbered_names = combo_names | {"run_id", "run_index"}
     named_names = numbered_names | {"run_name"}
     run_names = named_names | {"output_dir"} | {c.label for c in computed}
@@ -266,7 +271,7 @@ def build_plan(exp: Experiment, template: dict, plain: dict, experiment_dir: Pat
     for expr in slurm_exprs.values():
         check_names(expr, run_names, _LATER)
 
-    tree_only = set(tree_keys) - set(labels) - set(_EXPERIMENT_NAMES) - {"seed"}
+    tree_only = set(tree_keys) - set(labels) - set(base_ctx) - {"seed"}
     needs_tree = bool(tree_only & _all_names(excludes, name_expr, runs_dir_expr, computed, slurm_exprs))
     by_label = {a.label: a for a in axis_keys}
 
