@@ -22,7 +22,7 @@ from ..errors import ConfigWriterError, ExperimentDirError
 @click.option("--parallel", type=int, default=2, show_default=True, metavar="N",
               help="Runs at a time (each gets its share of the cores).")
 def demo_cmd(workdir: Path, parallel: int) -> None:
-    """From nothing to a results table: build a tiny model, generate a 4-run sweep, run it on CPU, collect.
+    """From nothing to a results table: build a tiny model, generate an 8-run study, run it on CPU, collect.
 
     Everything is built offline under WORKDIR (about a minute on 2 cores):
     WORKDIR/assets (tokenizer, weights, data, the example configs) and

@@ -63,7 +63,7 @@ class TinyAssets:
     base_config: Path
     """tiny_lora_cpu.yaml with absolute paths into ``root``."""
     experiment: Path
-    """The 4-run example experiment, next to ``base_config`` (which it names relatively)."""
+    """The 8-run example experiment, next to ``base_config`` (which it names relatively)."""
 
 
 def assets_paths(dest: Path) -> TinyAssets:
