@@ -207,7 +207,11 @@ def test_axis_values_may_be_expressions_of_the_experiment(tmp_path):
     ("variables:\n  lora_rank: [8, 16]\nrun_name: \"r{{ lora_rank // 100 }}\"\n", r"experiment.yaml:5 \(run_name\): run_name 'r0' is the same"),
     ("variables:\n  lora_rank: [8, 16]\noutput:\n  runs_dir: \"/scratch/{{ experiment_name }}\"\n", r"output.runs_dir '/scratch/e' is the same for run_000 and run_001"),
     ("slurm:\n  time: \"{{ 'soon' }}\"\n", r"experiment.yaml:4 \(slurm\): slurm.time is 'soon' for run_000: 'soon' is not a SLURM time limit"),
-    ("variables:\n  lora_rank: [8, 16]\nslurm:\n  job_name: \"j{{ lora_rank }}\"\n", r"slurm.job_name differs between runs"),
+    ("variables:\n  lora_rank: [8, 16]\nslurm:\n  job_name: \"j{{ lora_rank }}\"\n",
+     r"experiment.yaml:6 \(slurm\): slurm.job_name is 'j8' for run_000 but 'j16' for run_001; one submission has one job_name"),
+    ("derived:\n  lora_alpha: {{ 2 * lora_rank }}\n", r"experiment.yaml:4: the value of 'lora_alpha' looks like an expression written without quotes"),
+    ("variables:\n  lora_rank: [8, 16]\nderived:\n  lora_alpha: \"{{ 2 * lora_rank }}\"\nexclude:\n  - \"{{ lora_alpha > 16 }}\"\n",
+     r"'lora_alpha' is not known here: 'lora_alpha' is computed per run after exclusion"),
     ("slurm:\n  tiem: \"{{ '1:00:00' }}\"\n", r"unknown key 'slurm.tiem'. Did you mean 'time'"),
 ])
 def test_language_mistakes_name_the_place_and_the_fix(tmp_path, body, message):
@@ -219,7 +223,17 @@ def test_an_exclude_rule_that_matches_no_value_is_noted(tmp_path):
     result = plan(tmp_path, f"experiment_name: e\nbase_config: {LORA_1B}\nvariables:\n  lora_rank: [8, 16]\n"
                             "exclude:\n  - {lora_rank: 32}\n")
     assert len(result.runs) == 2
-    assert any("lora_rank=32 is none of its values" in n for n in result.notes)
+    assert any("lora_rank=32 is none of its values" in n for n in result.cautions)
+
+
+def test_the_experiment_directory_may_be_named_by_an_expression(tmp_path):
+    body = f"experiment_name: e\nbase_config: {LORA_1B}\noutput:\n  experiment_dir: \"out/{{{{ experiment_name }}}}-{{{{ date }}}}\"\n"
+    result = generate_configs(write_experiment(tmp_path, body), write=False, validate=False)
+    assert re.fullmatch(r"e-\d{4}-\d\d-\d\d", result.experiment_dir.name) and result.experiment_dir.parent == tmp_path / "out"
+    body = body.replace("experiment_name }}", "run_name }}")
+    with pytest.raises(ConfigWriterError, match=r"experiment.yaml:4 \(output\): 'run_name' is not known here: "
+                                                r"output.experiment_dir is one directory"):
+        generate_configs(write_experiment(tmp_path, body), write=False, validate=False)
 
 
 def test_sampling_is_the_same_in_every_generation(tmp_path):
@@ -351,3 +365,19 @@ def test_runs_equal_an_independent_expansion(tmp_path, variables, zipped, seeds,
         without_seed = tuple((k, v) for k, v in labels.items() if k != "seed")
         assert run.configuration == list(dict.fromkeys(
             tuple((k, v) for k, v in e.items() if k != "seed") for e in expected)).index(without_seed)
+
+
+def test_include_may_be_one_name_and_a_fragment_keeps_its_description(tmp_path):
+    (tmp_path / "frag.yaml").write_text("description: the fragment's own words\ncontrols:\n  epochs: 2\n")
+    result = plan(tmp_path, f"experiment_name: e\nbase_config: {LORA_1B}\ninclude: frag.yaml\n"
+                            "zip:\n  - model: {lora_rank: [4, 8], lora_alpha: [8, 16]}\n")
+    assert result.experiment.description is None and result.runs[0].plain["epochs"] == 2
+    assert [r.parameters for r in result.runs] == [{"model.lora_rank": 4, "model.lora_alpha": 8},
+                                                   {"model.lora_rank": 8, "model.lora_alpha": 16}]
+
+
+def test_seeds_set_seed_even_when_the_base_has_none(tmp_path):
+    (tmp_path / "base.yaml").write_text("model:\n  lora_rank: 8\nepochs: 1\n")
+    result = plan(tmp_path, "experiment_name: e\nbase_config_file: base.yaml\nrecipe: lora_finetune_single_device\n"
+                            "seeds: [3, 4]\n")
+    assert [r.plain["seed"] for r in result.runs] == [3, 4]

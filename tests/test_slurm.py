@@ -60,7 +60,7 @@ def record(exp: Path, run_id: str, state: str, **fields) -> None:
 
 def mapping_of(n: int, settings: SlurmSettings, name: str = "demo") -> expdir.RunMapping:
     """A run table of ``n`` runs with the SLURM settings ``generate`` would record for ``settings``."""
-    return run_table(n, sbatch.plan_resources(settings, [("cuda", None)])[0], name)
+    return run_table(n, sbatch.plan_resources(settings, [("run_000", "cuda", None)])[0], name)
 
 
 def render(settings: SlurmSettings, n: int = 5) -> str:
@@ -235,7 +235,7 @@ def handmade(make_experiment_dir):
     def make(n: int, settings: SlurmSettings | None = None, **kwargs) -> Path:
         settings = settings or SlurmSettings(gpus_per_run=0)
         exp = make_experiment_dir([{"optimizer.lr": 1e-3 * (i + 1)} for i in range(n)],
-                                  slurm=sbatch.plan_resources(settings, [("cpu", None)])[0], **kwargs)
+                                  slurm=sbatch.plan_resources(settings, [("run_000", "cpu", None)])[0], **kwargs)
         sbatch.write_submit_scripts(exp, load_mapping(exp), settings)[0]
         return exp
     return make

@@ -104,7 +104,7 @@ def _report(action: Callable[[], GenerationResult], write: bool) -> None:
 
 def _print_runs(result: GenerationResult, write: bool) -> None:
     from ..compile.writer import summarize_warnings
-    from ..expdir import MAPPING_FILE, REPORT_FILE, SCRIPT_FILE
+    from ..expdir import MAPPING_FILE, REPORT_FILE, RESOLVED_EXPERIMENT_FILE
 
     runs = result.runs
     click.echo(f"✓ Loaded base config: {result.base} (recipe {result.recipe})")
@@ -118,6 +118,8 @@ def _print_runs(result: GenerationResult, write: bool) -> None:
         click.echo(f"✓ Validated {len(runs)} config{'s' if len(runs) != 1 else ''}: all passed")
     for note in result.notes:
         click.echo(f"✓ {note}")
+    for caution in result.cautions:
+        click.echo(f"! {caution}")
     if result.warnings:
         lines = summarize_warnings(result.warnings, len(runs))
         click.echo(f"! {len(lines)} warning{'s' if len(lines) != 1 else ''}: input files not found on this machine "
@@ -125,9 +127,10 @@ def _print_runs(result: GenerationResult, write: bool) -> None:
         for line in lines:
             click.echo(f"    {line}")
     if write and result.written:
-        scripts = sorted(p.name for p in result.experiment_dir.glob("submit*.sbatch"))
-        script = f", {', '.join(scripts)}" if scripts else ""
-        click.echo(f"✓ Wrote {MAPPING_FILE}, {REPORT_FILE}, experiment.yaml{script}")
+        written = sorted(p.name for p in result.experiment_dir.glob("submit*.sbatch"))
+        if (result.experiment_dir / RESOLVED_EXPERIMENT_FILE).is_file():
+            written.insert(0, RESOLVED_EXPERIMENT_FILE)
+        click.echo(f"✓ Wrote {MAPPING_FILE}, {REPORT_FILE}, {', '.join(['experiment.yaml'] + written)}")
 
 
 def run_table(result: GenerationResult, limit: int = 50) -> list[str]:

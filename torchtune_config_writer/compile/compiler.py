@@ -15,21 +15,20 @@ from __future__ import annotations
 import copy
 import json
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from .. import __version__
 from ..errors import ConflictingKeyError, ExperimentSchemaError, SweepError, TorchtuneValidationError
 from ..expdir import REPORT_FILE, RUNS_DIR, SlurmPlan, Validation, config_file, format_parameters, is_recipe_file
-from .expressions import has_template
+from .expressions import check_names, compile_expression, has_template
 from .keys import Key, Setting, check_conflicts, check_nested, resolve_key
 from .loaders import BaseConfig, load_base_config
 from .merge import apply
 from .plan import Counts, PlannedRun, build_plan, resolve_axes, resolve_computed
 from .render import Renderer
 from .sbatch import plan_resources
-from .schema import Experiment, load_experiment, to_plain
+from .schema import Experiment, SlurmSettings, load_experiment, to_plain
 try:
     from .yamlio import comment_text
 except ImportError:  # TEMPORARY until yamlio.comment_text lands
@@ -92,6 +91,8 @@ class GenerationResult:
     runs: list[RunResult]
     slurm: SlurmPlan
     """The resolved ``slurm:`` settings recorded in run_mapping.yaml."""
+    slurm_settings: SlurmSettings
+    """The ``slurm:`` section with its expressions evaluated (as for the first run): what the scripts are written from."""
     counts: Counts
     """How many combinations, excluded, seeds and runs."""
     problems: list[Problem]
@@ -101,6 +102,8 @@ class GenerationResult:
     """Input files not found on this machine (the runs may still find them where they run)."""
     notes: list[str] = field(default_factory=list)
     """Settings the compiler chose for the user (e.g. no GPU for runs on the CPU)."""
+    cautions: list[str] = field(default_factory=list)
+    """Likely mistakes that are not errors (e.g. an exclude rule that matches no value)."""
 
     @property
     def ok(self) -> bool:
@@ -180,7 +183,7 @@ def compile_experiment(exp: Experiment, experiment_dir: Path) -> GenerationResul
 
     axes, axis_keys = resolve_axes(exp, template)
     computed = resolve_computed(exp, template, expression_controls)
-    swept = [Setting(a.key, a.kind, layer=exp.layer("variables", a.label) if a.kind == "variables" else 1 << 30)
+    swept = [Setting(a.key, a.kind, layer=exp.layer("variables", a.label) if a.kind == "variables" else exp.layer(a.kind))
              for a in axis_keys]
     swept += [Setting(c.key, "derived", layer=exp.layer("derived", c.label)) for c in computed if c.section == "derived"]
     check_conflicts(controls, swept, exp.where)
@@ -213,7 +216,8 @@ def compile_experiment(exp: Experiment, experiment_dir: Path) -> GenerationResul
             )
         )
     _refuse_collisions(runs, [a.key.path for a in axis_keys] + [c.key.path for c in computed])
-    slurm, resources, slurm_note = plan_resources(exp.slurm, [(r.plain.get("device", "cuda"), p.slurm) for r, p in zip(runs, plan.runs)])
+    slurm, resources, slurm_note, slurm_settings = plan_resources(
+        exp.slurm, [(r.run_id, r.plain.get("device", "cuda"), p.slurm) for r, p in zip(runs, plan.runs)], exp.where)
     for run, own in zip(runs, resources):
         run.resources = own
     return GenerationResult(
@@ -226,10 +230,12 @@ def compile_experiment(exp: Experiment, experiment_dir: Path) -> GenerationResul
         derived=[c.key.dotted for c in computed],
         runs=runs,
         slurm=slurm,
+        slurm_settings=slurm_settings,
         counts=plan.counts,
         problems=[],
         validated=False,
-        notes=plan.notes + ([slurm_note] if slurm_note else []),
+        notes=[slurm_note] if slurm_note else [],
+        cautions=plan.notes,
     )
 
 
@@ -255,8 +261,12 @@ def resolve_experiment_dir(exp: Experiment, output_dir: str | Path | None) -> Pa
     if output_dir is not None:
         return Path(output_dir).expanduser().resolve()
     if exp.output.experiment_dir:
-        return (exp.base_dir / Path(exp.output.experiment_dir).expanduser()).resolve()
-    stamp = datetime.now().strftime("%Y%m%d_%H%M%S")
+        where = exp.where("output", "experiment_dir")
+        expr = compile_expression(exp.output.experiment_dir, where)
+        check_names(expr, exp.experiment_names(), {n: "output.experiment_dir is one directory for all runs; it may "
+                    "read only experiment_name, timestamp and date" for n in ("run_id", "run_name", "seed", "output_dir")})
+        return (exp.base_dir / Path(str(expr.evaluate(exp.experiment_names()))).expanduser()).resolve()
+    stamp = exp.created.strftime("%Y%m%d_%H%M%S")
     candidate = Path.cwd() / "outputs" / f"{exp.experiment_name}_{stamp}"
     n = 2
     while candidate.exists():

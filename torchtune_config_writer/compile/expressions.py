@@ -97,7 +97,7 @@ def compile_expression(source: str, where: str) -> Expression:
         return Expression(source, where, names, False, template.render)
     except jinja2.TemplateSyntaxError as e:
         raise ExperimentSchemaError(
-            f"{where}: {source!r} is not a valid expression: {e.message}. Write e.g. "
+            f"{where}: {source!r} is not a valid expression: {(e.message or '').rstrip('.')}. Write e.g. "
             "\"{{ 2 * lora_rank }}\"; a literal '{{' is written {{ '{{' }}"
         ) from None
 

@@ -25,16 +25,16 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterable
 
-from ..errors import ConflictingKeyError, ExperimentSchemaError, ExpressionError, SlurmSettingsError, SweepError
+from ..errors import ConflictingKeyError, did_you_mean, ExperimentSchemaError, ExpressionError, SlurmSettingsError, SweepError
 from .expressions import Expression, check_names, compile_expression, compile_tree, evaluate_tree, has_template, tree_names
 from .keys import Key, check_nested, resolve_key
 from .schema import Experiment, SlurmSettings
 from .sweep import Axis, combinations, count, matches, run_id, sample_axis, same_value, seed_axis, variable_axis, zip_axis
-from .tree import MISSING, lookup
+from .tree import MISSING
+from ..expdir import short_names
 
 _EXPERIMENT_NAMES = ("experiment_name", "timestamp", "date")
 _LATER = {
@@ -95,20 +95,28 @@ class Counts:
     excluded: int
     """Runs removed by ``exclude``."""
     runs: int
+    configurations: int
+    """Distinct combinations left (runs that differ only in their seed are one)."""
 
     def summary(self) -> str:
-        """``24 combinations, 4 excluded, 20 runs × 3 seeds = 60 runs`` (as fits the experiment)."""
+        """``24 combinations, 4 excluded, 20 runs × 3 seeds = 60 runs`` (as fits the experiment).
+
+        >>> Counts(24, 3, 12, 60, 20).summary()
+        '24 combinations, 4 excluded, 20 runs × 3 seeds = 60 runs'
+        >>> Counts(4, 2, 1, 7, 4).summary()
+        '4 combinations × 2 seeds = 8, 1 excluded = 7 runs (4 configurations)'
+        """
         n = lambda k, word: f"{k} {word}{'s' if k != 1 else ''}"  # noqa: E731
+        excluded = f", {self.excluded} excluded" if self.excluded else ""
         if self.seeds == 1:
-            return n(self.combinations, "combination") + (f", {self.excluded} excluded" if self.excluded else "") \
-                + f" = {n(self.runs, 'run')}"
-        if self.excluded % self.seeds == 0 and self.runs % self.seeds == 0 and self.excluded:
-            kept = self.combinations - self.excluded // self.seeds
-            return (f"{n(self.combinations, 'combination')}, {self.excluded // self.seeds} excluded, "
-                    f"{n(kept, 'run')} × {self.seeds} seeds = {n(self.runs, 'run')}")
-        total = self.combinations * self.seeds
-        return (f"{n(self.combinations, 'combination')} × {self.seeds} seeds = {total}"
-                + (f", {self.excluded} excluded" if self.excluded else "") + f" = {n(self.runs, 'run')}")
+            return f"{n(self.combinations, 'combination')}{excluded} = {n(self.runs, 'run')}"
+        if self.runs == self.configurations * self.seeds:  # whole configurations were excluded, if any
+            dropped = self.combinations - self.configurations
+            return (f"{n(self.combinations, 'combination')}" + (f", {dropped} excluded" if dropped else "")
+                    + f", {n(self.configurations, 'run')} × {self.seeds} seeds = {n(self.runs, 'run')}"
+                    if dropped else f"{n(self.combinations, 'combination')} × {self.seeds} seeds = {n(self.runs, 'run')}")
+        return (f"{n(self.combinations, 'combination')} × {self.seeds} seeds = {self.combinations * self.seeds}"
+                f"{excluded} = {n(self.runs, 'run')} ({n(self.configurations, 'configuration')})")
 
 
 @dataclass
@@ -139,7 +147,10 @@ def resolve_axes(exp: Experiment, template: dict) -> tuple[list[Axis], list[Axis
     for axis in axes:
         for i, label in enumerate(axis.keys):
             where = _axis_where(exp, axis, label)
-            key = resolve_key(label, template, where)
+            if axis.kind == "seeds" and "seed" not in template:
+                key = Key("seed", ("seed",), "add")  # recipes read cfg.seed; seeds sets it even when the base has none
+            else:
+                key = resolve_key(label, template, where)
             if key.path == ("output_dir",):
                 raise ConflictingKeyError(_OUTPUT_DIR_MESSAGE.format(where=where))
             if key.op == "delete":
@@ -246,9 +257,7 @@ def build_plan(exp: Experiment, template: dict, plain: dict, experiment_dir: Pat
     same as plain data; ``runs_root`` is where run directories go unless
     ``output.runs_dir`` is an expression.
     """
-    now = datetime.now()
-    base_ctx = {"experiment_name": exp.experiment_name, "timestamp": now.strftime("%Y%m%d_%H%M%S"),
-                "date": now.strftime("%Y-%m-%d")}
+    base_ctx: dict[str, Any] = exp.experiment_names()
     labels = [a.label for a in axis_keys]
     # controls by the names written (``lr``), as axes are; a dotted one is reachable through the config tree
     # (top-level keys and mappings come from the config itself, where they are merged)
@@ -260,13 +269,15 @@ def build_plan(exp: Experiment, template: dict, plain: dict, experiment_dir: Pat
     named_names = numbered_names | {"run_name"}
     run_names = named_names | {"output_dir"} | {c.label for c in computed}
 
+    later = dict(_LATER) | {c.label: f"'{c.label}' is computed per run after exclusion, numbering, run_name "
+                                     "and output.runs_dir (it may read all of those)" for c in computed}
     axes = _evaluate_axis_templates(exp, axes, base_ctx)
-    excludes = _compile_excludes(exp, axis_keys, combo_names)
-    name_expr = _compile_optional(exp.run_name, exp.where("run_name"), numbered_names)
-    runs_dir_expr = _compile_optional(exp.output.runs_dir, exp.where("output", "runs_dir"), named_names)
+    excludes = _compile_excludes(exp, axis_keys, combo_names, later)
+    name_expr = _compile_optional(exp.run_name, exp.where("run_name"), numbered_names, later)
+    runs_dir_expr = _compile_optional(exp.output.runs_dir, exp.where("output", "runs_dir"), named_names, later)
     for entry in computed:
         for expr in _expressions(entry.value):
-            check_names(expr, run_names, _LATER)
+            check_names(expr, run_names, later)
     slurm_exprs = {k: compile_expression(v, exp.where("slurm", k)) for k, v in exp.slurm_expressions.items()}
     for expr in slurm_exprs.values():
         check_names(expr, run_names, _LATER)
@@ -297,7 +308,8 @@ def build_plan(exp: Experiment, template: dict, plain: dict, experiment_dir: Pat
         if not excluded:
             kept.append(values)
     seeds = len(exp.seeds) if exp.seeds is not None else 1
-    counts = Counts(total // seeds, seeds, total - len(kept), len(kept))
+    configurations_left = len({json.dumps([v for k, v in c.items() if k != "seed"], default=str) for c in kept})
+    counts = Counts(total // seeds, seeds, total - len(kept), len(kept), configurations_left)
     if not kept:
         raise SweepError(f"{exp.where('exclude')}: exclude removes all {total} combinations, so there is nothing to "
                          "run; loosen or remove a rule")
@@ -401,22 +413,22 @@ def _evaluate_axis_templates(exp: Experiment, axes: list[Axis], base_ctx: dict) 
     return out
 
 
-def _compile_excludes(exp: Experiment, axis_keys: list[AxisKey], names: set[str]) -> list[Any]:
-    """Each rule as an ``Expression`` or as ``label → value(s)`` (keys may be written as labels or dotted paths)."""
-    by_name = {a.label: a.label for a in axis_keys} | {a.key.dotted: a.label for a in axis_keys}
+def _compile_excludes(exp: Experiment, axis_keys: list[AxisKey], names: set[str], later: dict[str, str]) -> list[Any]:
+    """Each rule as an ``Expression`` or as ``label → value(s)`` (keys as written, as dotted paths, or short names)."""
+    short = short_names(a.key.dotted for a in axis_keys)
+    by_name = {short[a.key.dotted]: a.label for a in axis_keys} | {a.key.dotted: a.label for a in axis_keys} \
+        | {a.label: a.label for a in axis_keys}
     rules = []
     for i, rule in enumerate(exp.exclude):
         where = exp.where("exclude", i)
         if isinstance(rule, str):
             expr = compile_expression(rule, where)
-            check_names(expr, names, _LATER)
+            check_names(expr, names, later)
             rules.append(expr)
             continue
         converted = {}
         for key, value in rule.items():
             if key not in by_name:
-                from ..errors import did_you_mean
-
                 hint = did_you_mean(str(key), list(by_name)) or f" The axes are: {', '.join(a.label for a in axis_keys) or 'none'}."
                 raise ExperimentSchemaError(f"{where}: exclude names '{key}', which is not an axis (a variable, zip, "
                                             f"sample key or seed).{hint}")
@@ -442,11 +454,11 @@ def _unused_excludes(exp: Experiment, rules: list[Any], axes: list[Axis]) -> lis
     return notes
 
 
-def _compile_optional(source: str | None, where: str, names: set[str]) -> Expression | None:
+def _compile_optional(source: str | None, where: str, names: set[str], later: dict[str, str]) -> Expression | None:
     if source is None or "{{" not in source and "{%" not in source:
         return None
     expr = compile_expression(source, where)
-    check_names(expr, names, _LATER)
+    check_names(expr, names, later)
     return expr
 
 

@@ -10,7 +10,7 @@ script's argument) runs the run whose index is ``T + O`` (``expdir.plan_arrays``
 Every ``slurm:`` setting is checked before it reaches a ``#SBATCH`` line
 (``SlurmSettingsError``), and the script is checked with ``bash -n``.
 
-    >>> plan, own, note = plan_resources(SlurmSettings(time="4:00:00"), [("cpu", None), ("cuda", None)])
+    >>> plan, own, note, _ = plan_resources(SlurmSettings(time="4:00:00"), [("run_000", "cpu", None), ("run_001", "cuda", None)])
     >>> plan.gpus_per_run, own
     (0, [{}, {'gpus_per_run': 1}])
 """
@@ -24,7 +24,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 from .. import __version__
 from ..atomic import atomic_write_text
@@ -170,46 +170,54 @@ def default_setup() -> list[str]:
 RESOURCES = ("gpus_per_run", "nodes", "partition", "account", "qos", "time", "cpus_per_task", "mem", "constraint")
 
 
-def plan_resources(settings: SlurmSettings, runs: list[tuple[object, SlurmSettings | None]]
-                   ) -> tuple[SlurmPlan, list[dict[str, object]], str]:
-    """The ``SlurmPlan`` run_mapping.yaml records, each run's own resources where they differ, and a note.
+def plan_resources(settings: SlurmSettings, runs: list[tuple[str, object, SlurmSettings | None]],
+                   locate: Callable[[str, str], str] | None = None,
+                   ) -> tuple[SlurmPlan, list[dict[str, object]], str, SlurmSettings]:
+    """What run_mapping.yaml records of the ``slurm:`` section, and the settings the scripts are written from.
 
-    ``runs`` gives each run's ``device`` and its settings when ``slurm:`` holds
-    expressions (None: ``settings`` as written). Without ``slurm.gpus_per_run``,
-    a run whose device is cpu asks SLURM for no GPU (else 1). The plan holds the
-    first run's resources; a run lists only the ones in which it differs.
+    ``runs`` gives each run's id, ``device`` and its settings when ``slurm:``
+    holds expressions (None: ``settings`` as written). Without
+    ``slurm.gpus_per_run``, a run whose device is cpu asks SLURM for no GPU
+    (else 1). Returns the plan (the first run's resources), each run's resources
+    where they differ from it, a note on what was defaulted, and the first
+    run's settings (every setting that is not a resource must be the same for
+    all runs: one submission has one job name, one setup...).
 
-    >>> plan, own, note = plan_resources(SlurmSettings(max_concurrent=2), [("cpu", None), ("cpu", None)])
+    >>> plan, own, note, _ = plan_resources(SlurmSettings(max_concurrent=2), [("run_000", "cpu", None), ("run_001", "cpu", None)])
     >>> plan.gpus_per_run, own, note
     (0, [{}, {}], "slurm.gpus_per_run: 0, because every run's device is cpu (set slurm.gpus_per_run to ask for GPUs anyway)")
     """
-    shared = settings.model_dump(exclude=set(RESOURCES))
+    locate = locate or (lambda section, key: section)
+    first = (runs[0][2] if runs else None) or settings
+    shared = first.model_dump(exclude=set(RESOURCES))
     per_run = []
-    for n, (device, own) in enumerate(runs):
+    for run_id, device, own in runs:
         own = own or settings
-        if own is not settings:
+        if own is not first:
             differs = [k for k, v in own.model_dump(exclude=set(RESOURCES)).items() if v != shared[k]]
             if differs:
+                key = differs[0]
                 raise SlurmSettingsError(
-                    f"slurm.{differs[0]} differs between runs (run {n}: {getattr(own, differs[0])!r}, the experiment: "
-                    f"{shared[differs[0]]!r}); only resources may differ per run: {', '.join(RESOURCES)}"
+                    f"{locate('slurm', key)}: slurm.{key} is {shared[key]!r} for {runs[0][0]} but {getattr(own, key)!r} "
+                    f"for {run_id}; one submission has one {key}: only resources may differ per run "
+                    f"({', '.join(RESOURCES)})"
                 )
         values = {k: getattr(own, k) for k in RESOURCES}
         if values["gpus_per_run"] is None:
             values["gpus_per_run"] = 0 if str(device) == "cpu" else 1
         per_run.append(values)
-    first = per_run[0] if per_run else {k: getattr(settings, k) for k in RESOURCES} | {"gpus_per_run": settings.gpus_per_run or 1}
-    plan = SlurmPlan(max_concurrent=settings.max_concurrent, max_array_size=settings.max_array_size, **first)
+    base = per_run[0] if per_run else {k: getattr(settings, k) for k in RESOURCES} | {"gpus_per_run": settings.gpus_per_run or 1}
+    plan = SlurmPlan(max_concurrent=first.max_concurrent, max_array_size=first.max_array_size, **base)
     note = ""
     if settings.gpus_per_run is None and "gpus_per_run" not in _expression_keys(runs) and per_run \
             and all(r["gpus_per_run"] == 0 for r in per_run):
         note = ("slurm.gpus_per_run: 0, because every run's device is cpu "
                 "(set slurm.gpus_per_run to ask for GPUs anyway)")
-    return plan, [{k: v for k, v in r.items() if v != first[k]} for r in per_run], note
+    return plan, [{k: v for k, v in r.items() if v != base[k]} for r in per_run], note, first
 
 
-def _expression_keys(runs: list[tuple[object, SlurmSettings | None]]) -> set[str]:
-    return {k for _, own in runs if own is not None for k in own.model_fields_set}
+def _expression_keys(runs: list[tuple[str, object, SlurmSettings | None]]) -> set[str]:
+    return {k for _, _, own in runs if own is not None for k in own.model_fields_set}
 
 
 def _sbatch_lines(plan: SlurmPlan, settings: SlurmSettings) -> list[str]:

@@ -202,6 +202,8 @@ class Experiment(_Strict):
     """``'controls.<key>'``, ``'zip.0.lr'``, ``'slurm.time'``... → ``'file:line'``, for error messages."""
     layers: dict[str, int] = Field(default_factory=dict, exclude=True)
     """``'controls.<key>'`` → which file set it (0 = the first included; higher wins)."""
+    created: datetime.datetime = Field(default_factory=datetime.datetime.now, exclude=True)
+    """When this generation started: ``timestamp``, ``date`` and the default directory name all use it."""
     axis_order: list[str] = Field(default_factory=list, exclude=True)
     """``variables``, ``zip`` and ``sample`` in the order written: the grid's axes follow it."""
 
@@ -211,8 +213,14 @@ class Experiment(_Strict):
         loc = self.locations.get(name) or self.locations.get(section)
         return f"{loc} ({section})" if loc else section
 
-    def layer(self, section: str, key: str) -> int:
-        return self.layers.get(f"{section}.{key}", 1 << 30)
+    def layer(self, section: str, key: str | None = None) -> int:
+        """Which file set ``section.key`` (or the section); later files are higher."""
+        return self.layers.get(section if key is None else f"{section}.{key}", 1 << 30)
+
+    def experiment_names(self) -> dict[str, str]:
+        """The names every expression may read: experiment_name, and the generation's timestamp and date."""
+        return {"experiment_name": self.experiment_name, "timestamp": self.created.strftime("%Y%m%d_%H%M%S"),
+                "date": self.created.strftime("%Y-%m-%d")}
 
 
     @field_validator("experiment_name")
@@ -280,7 +288,7 @@ def _check_language(exp: Experiment) -> None:
         if key in seen:
             raise fail(exp.where("derived", key), f"'{key}' is derived and also an axis ({seen[key]}); "
                        "a key is either swept or derived: remove one")
-        if key in exp.controls:
+        if key in exp.controls and exp.layer("controls", key) >= exp.layer("derived", key):
             raise fail(exp.where("derived", key), f"'{key}' is derived and also a control; a key is either fixed "
                        "or derived: remove one")
     for i, rule in enumerate(exp.exclude):
@@ -329,9 +337,11 @@ def load_experiment(source: str | Path | dict | Experiment) -> Experiment:
     if len(layers) > 1:
         from .yamlio import dump
 
+        merged = _merge([_plain_layer(layer) for layer in layers])
+        merged.pop("include", None)
         exp.resolved_text = (
-            f"# {path.name} with its includes merged in ({', '.join(exp.include)}); written by generate\n"
-            + dump(_merge([_plain_layer(layer) for layer in layers]))
+            f"# {path.name} with its includes ({', '.join(exp.include)}) merged in, as generate used it.\n"
+            f"# Relative paths in it are relative to {path.resolve().parent}.\n" + dump(merged)
         )
     if exp.base_config_file is not None and not exp.base_config_file.is_absolute():
         exp.base_config_file = (_origin_dir(layers, "base_config_file") / exp.base_config_file).resolve()
@@ -402,11 +412,40 @@ def _origin_dir(layers: list[_Layer], key: str) -> Path:
 
 
 def _plain_layer(layer: _Layer) -> dict:
+    _refuse_unquoted_expressions(layer.raw, layer.where)
     data = to_plain(layer.raw)
-    data.pop("include", None) if not layer.main else None
+    if not layer.main:
+        data.pop("include", None)
+        data.pop("description", None)  # a fragment's description describes the fragment, not the experiment
+    elif isinstance(data.get("include"), str):
+        data["include"] = [data["include"]]
     if "variables" in data:
         data["variables"] = flatten_variables(data["variables"], layer.where, layer.raw.get("variables"))
+    if isinstance(data.get("zip"), list):
+        raw_zip = layer.raw.get("zip")
+        data["zip"] = [flatten_variables(g, layer.where, raw_zip[i]) if isinstance(g, dict) else g
+                       for i, g in enumerate(data["zip"])]
     return data
+
+
+_SCALAR_KEYS = (str, int, float, bool, type(None), datetime.date)
+
+
+def _refuse_unquoted_expressions(node: Any, where: str) -> None:
+    """``key: {{ 2 * rank }}`` without quotes is a YAML mapping inside a mapping; say to quote it."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            # ruamel reads the inner {…} as a mapping used as a key (a CommentedKeyMap)
+            if isinstance(value, dict) and len(value) == 1 and not isinstance(next(iter(value)), _SCALAR_KEYS) \
+                    or not isinstance(key, _SCALAR_KEYS):
+                raise ExperimentSchemaError(
+                    f"{_line_of(node, key, where)}: the value of '{key}' looks like an expression written without "
+                    "quotes, which YAML reads as a mapping; quote it: \"{{ ... }}\""
+                )
+            _refuse_unquoted_expressions(value, where)
+    elif isinstance(node, list):
+        for value in node:
+            _refuse_unquoted_expressions(value, where)
 
 
 def _merge(datas: list[dict]) -> dict:
@@ -550,6 +589,9 @@ def _build(layers: list[_Layer]) -> Experiment:
                 raise ExperimentSchemaError(f"{_line_of(layer.raw, section, layer.where)}: '{section}' must be a mapping of key -> value")
             for key in data.get(section) or {}:
                 layer_of[f"{section}.{key}"] = n
+        for section in ("zip", "sample", "seeds"):
+            if section in data:
+                layer_of[section] = n
         _index_locations(layer.raw, layer.where, "", locations)
         datas.append(data)
     data = _merge(datas)
@@ -575,6 +617,8 @@ def _check_fragment_keys(layer: _Layer) -> None:
     for key in layer.raw:
         if key not in allowed:
             hint = did_you_mean(str(key), allowed) or f" Allowed keys: {', '.join(allowed)}."
+            if any(isinstance(v, dict) and "_component_" in v for v in layer.raw.values()):
+                hint += " It looks like a torchtune config: name it with base_config_file instead of including it."
             raise ExperimentSchemaError(f"{_line_of(layer.raw, key, layer.where)}: unknown key '{key}' in an included file.{hint}")
 
 
