@@ -52,10 +52,14 @@ def test_example_compiles_and_validates(path):
     result = generate_configs(path, write=False)
     assert result.ok and result.validated, [str(p) for p in result.problems]
     assert all(run.validation == "passed" for run in result.runs)
-    expected = 1
-    for values in result.experiment.variables.values():
-        expected *= len(values)
-    assert len(result.runs) == expected
+    exp = result.experiment
+    grid = 1  # every axis's size, multiplied; exclusion then removes runs
+    for size in [len(v) for v in exp.variables.values()] + [len(next(iter(g.values()))) for g in exp.zip] \
+            + [exp.sample.n if exp.sample else 1, len(exp.seeds or [0])]:
+        grid *= size
+    assert result.counts.combinations * result.counts.seeds == grid
+    assert len(result.runs) == grid - result.counts.excluded == result.counts.runs
+    assert (result.counts.excluded > 0) == bool(exp.exclude)
 
 
 # ----------------------------------------------------------------------------- documentation
