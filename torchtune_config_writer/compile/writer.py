@@ -109,8 +109,11 @@ def _write_files(result: GenerationResult, root: Path) -> None:
     (root / EXPERIMENT_FILE).write_text(exp.source_text if exp.source_text is not None else dump(_experiment_dict(exp)))
     if exp.resolved_text is not None:  # the includes may change or move: keep what this generation used
         (root / RESOLVED_EXPERIMENT_FILE).write_text(exp.resolved_text)
+    from .readback import check_written
+
     runs = []
     for run in result.runs:
+        check_written(run.run_id, run.text, run.plain)  # torchtune must read what was validated, or nothing is written
         data = run.text.encode()
         (root / config_file(run.run_id)).write_bytes(data)
         runs.append(RunEntry(
