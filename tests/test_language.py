@@ -381,3 +381,9 @@ def test_seeds_set_seed_even_when_the_base_has_none(tmp_path):
     result = plan(tmp_path, "experiment_name: e\nbase_config_file: base.yaml\nrecipe: lora_finetune_single_device\n"
                             "seeds: [3, 4]\n")
     assert [r.plain["seed"] for r in result.runs] == [3, 4]
+
+
+def test_a_list_in_the_base_swept_with_scalars_says_to_write_lists(tmp_path):
+    text = error_of(tmp_path, f"experiment_name: e\nbase_config: {LORA_1B}\nvariables:\n  lora_attn_modules: [q_proj, v_proj]\n")
+    assert re.search(r"experiment.yaml:4 \(variables\): 'model.lora_attn_modules': the base config has a list .* "
+                     r"write one list per run: model.lora_attn_modules: \[\[q_proj\], \[v_proj\]\]", text), text

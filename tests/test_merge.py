@@ -116,7 +116,7 @@ def test_a_swept_scalar_onto_a_shipped_list_names_every_run_s_list():
 def test_a_swept_scalar_onto_a_shipped_list_fails_the_compilation():
     experiment = {"experiment_name": "e", "base_config": "eleuther_evaluation",
                   "variables": {"tasks": ["truthfulqa_mc2", "hellaswag"]}}
-    with pytest.raises(TypeMismatchError, match=r"tasks: \[\[truthfulqa_mc2\], \.\.\.\]"):
+    with pytest.raises(TypeMismatchError, match=r"write one list per run: tasks: \[\[truthfulqa_mc2\], \[hellaswag\]\]"):
         generate_configs(experiment, write=False, validate=False)
     experiment["variables"]["tasks"] = [["truthfulqa_mc2"], ["hellaswag"]]
     runs = generate_configs(experiment, write=False, validate=False).runs

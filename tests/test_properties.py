@@ -15,7 +15,7 @@ BASE_PATH = registry.find_config(LORA_1B).path
 BASE = OmegaConf.to_container(OmegaConf.load(BASE_PATH))
 SCALAR_PATHS = ["model.lora_rank", "model.lora_alpha", "optimizer.lr", "optimizer.weight_decay", "epochs",
                 "batch_size", "seed", "dtype", "tokenizer.max_seq_len", "checkpointer.checkpoint_dir",
-                "model.lora_attn_modules", "dataset.packed", "compile"]
+                "dataset.packed", "compile"]
 
 values = st.one_of(
     st.integers(-1000, 10**9),

@@ -14,7 +14,7 @@ from helpers import LORA_1B
 BASE = load_base_config(load_experiment({"experiment_name": "r", "base_config": LORA_1B})).data
 RENDERER = Renderer(BASE)
 PATHS = [("model", "lora_rank"), ("optimizer", "lr"), ("epochs",), ("output_dir",), ("dtype",),
-         ("tokenizer", "max_seq_len"), ("seed",), ("compile",), ("model", "lora_attn_modules")]
+         ("tokenizer", "max_seq_len"), ("seed",), ("compile",)]
 
 scalars = st.one_of(
     st.integers(-10**6, 10**6),

@@ -29,11 +29,7 @@ from .plan import Counts, PlannedRun, build_plan, resolve_axes, resolve_computed
 from .render import Renderer
 from .sbatch import plan_resources
 from .schema import Experiment, SlurmSettings, load_experiment, to_plain
-try:
-    from .yamlio import comment_text
-except ImportError:  # TEMPORARY until yamlio.comment_text lands
-    def comment_text(text: str) -> str:
-        return text.encode("unicode_escape").decode("ascii")
+from .yamlio import comment_text
 from .validate import Problem, path_warnings, validate_configs
 from .writer import check_run_dirs, check_target, write_experiment_dir
 

@@ -31,6 +31,7 @@ from typing import Any, Iterable
 from ..errors import ConflictingKeyError, did_you_mean, ExperimentSchemaError, ExpressionError, SlurmSettingsError, SweepError
 from .expressions import Expression, check_names, compile_expression, compile_tree, evaluate_tree, has_template, tree_names
 from .keys import Key, check_nested, resolve_key
+from .merge import check_values
 from .schema import Experiment, SlurmSettings
 from .sweep import Axis, combinations, count, matches, run_id, sample_axis, same_value, seed_axis, variable_axis, zip_axis
 from .tree import MISSING
@@ -157,6 +158,7 @@ def resolve_axes(exp: Experiment, template: dict) -> tuple[list[Axis], list[Axis
                 raise ExperimentSchemaError(f"{where}: '{label}' deletes a key; deleting belongs in controls ('{label}: null')")
             for point in axis.points:
                 check_nested(key, point[i], template, where)
+            check_values(key, [point[i] for point in axis.points], template, where)
             keys.append(AxisKey(label, key, axis.kind))
     _no_duplicate_points(exp, axes)
     return axes, keys

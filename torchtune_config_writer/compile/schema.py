@@ -503,7 +503,7 @@ def to_plain(node: Any) -> Any:
     if isinstance(node, str):
         return str(node)
     if isinstance(node, (datetime.date, datetime.datetime)):
-        return node.isoformat()  # OmegaConf reads 2024-01-01 as a string; so do we
+        return str(node)  # OmegaConf reads 2024-01-01 (10:00:00) as a string; so do we
     return node
 
 

@@ -143,7 +143,7 @@ def _write_files(result: GenerationResult, root: Path) -> None:
     write_mapping(root, mapping)
     (root / REPORT_FILE).write_text(validation_report(result))
     # ``root`` is a temporary directory renamed into place afterwards: the script names no path.
-    write_submit_scripts(root, mapping, exp.slurm)
+    write_submit_scripts(root, mapping, result.slurm_settings)
 
 
 _OUTPUT_DIR_REF = re.compile(r"\$\{\s*output_dir\s*\}")
