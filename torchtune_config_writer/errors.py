@@ -79,7 +79,7 @@ class MergeError(ConfigWriterError):
 
 
 class TypeMismatchError(MergeError):
-    """A mapping would be merged onto a scalar or list, or the other way round."""
+    """A mapping would be merged onto a scalar or list (or the other way round), or a scalar onto a list."""
 
 
 class TorchtuneValidationError(ConfigWriterError):
