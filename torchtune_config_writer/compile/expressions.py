@@ -65,7 +65,8 @@ class Expression:
         import jinja2
 
         try:
-            value = self._call(context)
+            # only the names it reads: jinja copies its whole context for every call
+            value = self._call({n: context[n] for n in self.names if n in context})
             if isinstance(value, jinja2.Undefined):  # a bare undefined attribute is returned, not raised
                 value._fail_with_undefined_error()
             return value
