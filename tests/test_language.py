@@ -14,7 +14,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from torchtune_config_writer import expdir, generate_configs
-from torchtune_config_writer.errors import ConfigWriterError, ExpressionError
+from torchtune_config_writer.errors import ConfigWriterError
 from torchtune_config_writer.execute.submit import submit
 
 from helpers import LORA_1B, write_experiment

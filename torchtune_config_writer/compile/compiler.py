@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..errors import ConflictingKeyError, ExperimentSchemaError, SweepError, TorchtuneValidationError
+from ..errors import SweepError, TorchtuneValidationError
 from ..expdir import REPORT_FILE, RUNS_DIR, SlurmPlan, Validation, config_file, format_parameters, is_recipe_file
 from .expressions import check_names, compile_expression, has_template
 from .keys import Key, Setting, check_conflicts, check_nested, resolve_key
 from .loaders import BaseConfig, load_base_config
 from .merge import apply
-from .plan import Counts, PlannedRun, build_plan, resolve_axes, resolve_computed
+from .plan import Counts, PlannedRun, build_plan, refuse_output_dir, resolve_axes, resolve_computed
 from .render import Renderer
 from .sbatch import plan_resources
 from .schema import Experiment, SlurmSettings, load_experiment, to_plain
@@ -169,7 +169,7 @@ def compile_experiment(exp: Experiment, experiment_dir: Path) -> GenerationResul
     for raw, value in exp.controls.items():
         where = exp.where("controls", raw)
         key = resolve_key(raw, template, where)
-        _refuse_output_dir(key, where)
+        refuse_output_dir(key, where)
         check_nested(key, value, template, where)
         controls.append(Setting(key, "controls", value, exp.layer("controls", raw)))
         if has_template(value):
@@ -272,15 +272,6 @@ def resolve_experiment_dir(exp: Experiment, output_dir: str | Path | None) -> Pa
 
 
 # ----------------------------------------------------------------------------- checks
-
-
-def _refuse_output_dir(key: Key, section: str) -> None:
-    if key.path == ("output_dir",):
-        raise ConflictingKeyError(
-            f"{section}: output_dir is set for you: each run gets its own (<experiment dir>/runs/run_NNN) "
-            "so runs never overwrite each other's checkpoints. To put run outputs elsewhere (e.g. scratch), "
-            "set output.runs_dir instead."
-        )
 
 
 def _refuse_collisions(runs: list[RunResult], var_paths: list[tuple[str, ...]]) -> None:

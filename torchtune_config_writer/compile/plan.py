@@ -26,14 +26,16 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from ..errors import ConflictingKeyError, did_you_mean, ExperimentSchemaError, ExpressionError, SlurmSettingsError, SweepError
-from .expressions import Expression, check_names, compile_expression, compile_tree, evaluate_tree, has_template, tree_names
+from .expressions import (
+    Expression, check_names, compile_expression, compile_tree, evaluate_tree, has_template, tree_expressions, tree_names,
+)
 from .keys import Key, check_nested, resolve_key
 from .merge import check_values
 from .schema import Experiment, SlurmSettings
-from .sweep import Axis, combinations, count, matches, run_id, sample_axis, same_value, seed_axis, variable_axis, zip_axis
+from .sweep import Axis, combinations, matches, run_id, sample_axis, same_value, seed_axis, variable_axis, zip_axis
 from .tree import MISSING
 from ..expdir import short_names
 
@@ -152,8 +154,7 @@ def resolve_axes(exp: Experiment, template: dict) -> tuple[list[Axis], list[Axis
                 key = Key("seed", ("seed",), "add")  # recipes read cfg.seed; seeds sets it even when the base has none
             else:
                 key = resolve_key(label, template, where)
-            if key.path == ("output_dir",):
-                raise ConflictingKeyError(_OUTPUT_DIR_MESSAGE.format(where=where))
+            refuse_output_dir(key, where)
             if key.op == "delete":
                 raise ExperimentSchemaError(f"{where}: '{label}' deletes a key; deleting belongs in controls ('{label}: null')")
             for point in axis.points:
@@ -164,11 +165,14 @@ def resolve_axes(exp: Experiment, template: dict) -> tuple[list[Axis], list[Axis
     return axes, keys
 
 
-_OUTPUT_DIR_MESSAGE = (
-    "{where}: output_dir is set for you: each run gets its own (<experiment dir>/runs/run_NNN) "
-    "so runs never overwrite each other's checkpoints. To put run outputs elsewhere (e.g. scratch), "
-    "set output.runs_dir instead."
-)
+def refuse_output_dir(key: Key, where: str) -> None:
+    """``output_dir`` is each run's own; no section of the experiment may set it."""
+    if key.path == ("output_dir",):
+        raise ConflictingKeyError(
+            f"{where}: output_dir is set for you: each run gets its own (<experiment dir>/runs/run_NNN) "
+            "so runs never overwrite each other's checkpoints. To put run outputs elsewhere (e.g. scratch), "
+            "set output.runs_dir instead."
+        )
 
 
 def _axis_where(exp: Experiment, axis: Axis, label: str) -> str:
@@ -204,8 +208,7 @@ def resolve_computed(exp: Experiment, template: dict, expression_controls: list[
     for label, value in exp.derived.items():
         where = exp.where("derived", label)
         key = resolve_key(label, template, where)
-        if key.path == ("output_dir",):
-            raise ConflictingKeyError(_OUTPUT_DIR_MESSAGE.format(where=where))
+        refuse_output_dir(key, where)
         check_nested(key, value, template, where)
         compiled = compile_tree(value, where)
         entries.append(Computed(label, key, compiled, tree_names(compiled), "derived"))
@@ -278,7 +281,7 @@ def build_plan(exp: Experiment, template: dict, plain: dict, experiment_dir: Pat
     name_expr = _compile_optional(exp.run_name, exp.where("run_name"), numbered_names, later)
     runs_dir_expr = _compile_optional(exp.output.runs_dir, exp.where("output", "runs_dir"), named_names, later)
     for entry in computed:
-        for expr in _expressions(entry.value):
+        for expr in tree_expressions(entry.value):
             check_names(expr, run_names, later)
     slurm_exprs = {k: compile_expression(v, exp.where("slurm", k)) for k, v in exp.slurm_expressions.items()}
     for expr in slurm_exprs.values():
@@ -407,7 +410,7 @@ def _evaluate_axis_templates(exp: Experiment, axes: list[Axis], base_ctx: dict) 
             new = []
             for label, value in zip(axis.keys, point):
                 compiled = compile_tree(value, _axis_where(exp, axis, label))
-                for expr in _expressions(compiled):
+                for expr in tree_expressions(compiled):
                     check_names(expr, _EXPERIMENT_NAMES, {n: _AXIS_VALUE_NAMES for n in all_labels | set(_LATER)})
                 new.append(evaluate_tree(compiled, base_ctx))
             points.append(tuple(new))
@@ -500,12 +503,6 @@ def _unique(runs: list[PlannedRun], get: Any, where: str, what: str, fix: str) -
         if value in seen:
             raise SweepError(f"{where}: {what} '{value}' is the same for {seen[value]} and {run.run_id}; {fix}")
         seen[value] = run.run_id
-
-
-def _expressions(value: Any) -> Iterable[Expression]:
-    from .expressions import tree_expressions
-
-    return tree_expressions(value)
 
 
 def _all_names(excludes: list[Any], *rest: Any) -> set[str]:

@@ -17,14 +17,13 @@ Every ``slurm:`` setting is checked before it reaches a ``#SBATCH`` line
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import shlex
 import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable
 
 from .. import __version__
 from ..atomic import atomic_write_text
