@@ -110,16 +110,16 @@ class Counts:
         '4 combinations × 2 seeds = 8, 1 excluded = 7 runs (4 configurations)'
         """
         n = lambda k, word: f"{k} {word}{'s' if k != 1 else ''}"  # noqa: E731
-        excluded = f", {self.excluded} excluded" if self.excluded else ""
+        combos = n(self.combinations, "combination")
         if self.seeds == 1:
-            return f"{n(self.combinations, 'combination')}{excluded} = {n(self.runs, 'run')}"
-        if self.runs == self.configurations * self.seeds:  # whole configurations were excluded, if any
-            dropped = self.combinations - self.configurations
-            return (f"{n(self.combinations, 'combination')}" + (f", {dropped} excluded" if dropped else "")
-                    + f", {n(self.configurations, 'run')} × {self.seeds} seeds = {n(self.runs, 'run')}"
-                    if dropped else f"{n(self.combinations, 'combination')} × {self.seeds} seeds = {n(self.runs, 'run')}")
-        return (f"{n(self.combinations, 'combination')} × {self.seeds} seeds = {self.combinations * self.seeds}"
-                f"{excluded} = {n(self.runs, 'run')} ({n(self.configurations, 'configuration')})")
+            return f"{combos}{f', {self.excluded} excluded' if self.excluded else ''} = {n(self.runs, 'run')}"
+        if not self.excluded:
+            return f"{combos} × {self.seeds} seeds = {n(self.runs, 'run')}"
+        if self.runs == self.configurations * self.seeds:  # exclusion removed whole configurations
+            return (f"{combos}, {self.combinations - self.configurations} excluded, "
+                    f"{n(self.configurations, 'run')} × {self.seeds} seeds = {n(self.runs, 'run')}")
+        return (f"{combos} × {self.seeds} seeds = {self.combinations * self.seeds}, {self.excluded} excluded"
+                f" = {n(self.runs, 'run')} ({n(self.configurations, 'configuration')})")
 
 
 @dataclass
@@ -288,11 +288,12 @@ def build_plan(exp: Experiment, template: dict, plain: dict, experiment_dir: Pat
         check_names(expr, run_names, _LATER)
 
     tree_only = set(tree_keys) - set(labels) - set(base_ctx) - {"seed"}
-    needs_tree = bool(tree_only & _all_names(excludes, name_expr, runs_dir_expr, computed, slurm_exprs))
+    read = [e for e in [*excludes, name_expr, runs_dir_expr, *slurm_exprs.values()] if isinstance(e, Expression)]
+    needs_tree = bool(tree_only & set().union(*(e.names for e in read), *(c.names for c in computed)))
     by_label = {a.label: a for a in axis_keys}
 
     # 1. combinations, exclusion
-    kept: list[dict[str, Any]] = []
+    kept: list[tuple[dict[str, Any], dict | None]] = []  # with the context exclusion built, if it built one
     total = 0
     for values in combinations(axes):
         total += 1
@@ -311,24 +312,29 @@ def build_plan(exp: Experiment, template: dict, plain: dict, experiment_dir: Pat
                 excluded = True
                 break
         if not excluded:
-            kept.append(values)
+            kept.append((values, ctx))
+    # runs that differ only in their seed are one configuration, numbered densely in run order
+    configurations: dict[str, int] = {}
+    configuration_of = [
+        configurations.setdefault(json.dumps([v for k, v in values.items() if k != "seed"], default=str), len(configurations))
+        for values, _ in kept
+    ]
     seeds = len(exp.seeds) if exp.seeds is not None else 1
-    configurations_left = len({json.dumps([v for k, v in c.items() if k != "seed"], default=str) for c in kept})
-    counts = Counts(total // seeds, seeds, total - len(kept), len(kept), configurations_left)
+    counts = Counts(total // seeds, seeds, total - len(kept), len(kept), len(configurations))
     if not kept:
         raise SweepError(f"{exp.where('exclude')}: exclude removes all {total} combinations, so there is nothing to "
                          "run; loosen or remove a rule")
     notes = _unused_excludes(exp, excludes, axes)
 
     # 2. per run
-    configurations: dict[str, int] = {}
     slurm_cache: dict[str, SlurmSettings] = {}
     runs = []
     n_runs = len(kept)
-    for index, values in enumerate(kept):
+    for index, (values, ctx) in enumerate(kept):
         rid = run_id(index, n_runs)
         overrides = [(by_label[k].key, v) for k, v in values.items()]
-        ctx = _context(base_ctx, plain, values, by_label, needs_tree)
+        if ctx is None:
+            ctx = _context(base_ctx, plain, values, by_label, needs_tree)
         ctx.update(run_id=rid, run_index=index)
         name = exp.run_name
         if name_expr is not None:
@@ -348,13 +354,12 @@ def build_plan(exp: Experiment, template: dict, plain: dict, experiment_dir: Pat
             overrides.append((entry.key, value))
             derived[entry.key.dotted] = value
         slurm = _evaluate_slurm(exp, slurm_exprs, ctx, rid, slurm_cache) if slurm_exprs else None
-        group = json.dumps([v for k, v in values.items() if k != "seed"], default=str, sort_keys=True)
         runs.append(PlannedRun(
             index=index, run_id=rid, labels=values,
             parameters={by_label[k].key.dotted: v for k, v in values.items()},
             overrides=overrides, output_dir=output_dir, name=name, derived=derived,
             seed=values.get("seed") if exp.seeds is not None else None,
-            configuration=configurations.setdefault(group, len(configurations)), slurm=slurm,
+            configuration=configuration_of[index], slurm=slurm,
         ))
     _unique(runs, lambda r: r.name, exp.where("run_name"), "run_name",
             "make it unique, e.g. add the values that differ: \"r{{ lora_rank }}-s{{ seed }}\"")
@@ -503,23 +508,6 @@ def _unique(runs: list[PlannedRun], get: Any, where: str, what: str, fix: str) -
         if value in seen:
             raise SweepError(f"{where}: {what} '{value}' is the same for {seen[value]} and {run.run_id}; {fix}")
         seen[value] = run.run_id
-
-
-def _all_names(excludes: list[Any], *rest: Any) -> set[str]:
-    names: set[str] = set()
-    for rule in excludes:
-        if isinstance(rule, Expression):
-            names |= rule.names
-    for item in rest:
-        if isinstance(item, Expression):
-            names |= item.names
-        elif isinstance(item, dict):
-            for e in item.values():
-                names |= e.names
-        elif isinstance(item, list):
-            for c in item:
-                names |= c.names
-    return names
 
 
 def _describe(values: dict[str, Any]) -> str:
