@@ -122,8 +122,10 @@ def _print_runs(result: GenerationResult, write: bool) -> None:
         click.echo(f"! {caution}")
     if result.warnings:
         lines = summarize_warnings(result.warnings, len(runs))
-        click.echo(f"! {len(lines)} warning{'s' if len(lines) != 1 else ''}: input files not found on this machine "
-                   "(fine if the runs will see them elsewhere)")
+        files = all(w.message.endswith("does not exist on this machine") for w in result.warnings)
+        what = ": input files not found on this machine (fine if the runs will see them elsewhere)" if files \
+            else " (likely mistakes, reported but not refused)"
+        click.echo(f"! {len(lines)} warning{'s' if len(lines) != 1 else ''}{what}")
         for line in lines:
             click.echo(f"    {line}")
     if write and result.written:

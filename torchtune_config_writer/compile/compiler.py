@@ -30,7 +30,8 @@ from .render import Renderer
 from .sbatch import plan_resources
 from .schema import Experiment, SlurmSettings, load_experiment, to_plain
 from .yamlio import comment_text
-from .validate import Problem, path_warnings, validate_configs
+from .checks.paths import anchor_inputs, anchor_value, path_warnings
+from .validate import Problem, validate_configs
 from .writer import check_run_dirs, check_target, write_experiment_dir
 
 # Keys that hold per-run output paths; a fixed value shared by all runs makes them overwrite each other.
@@ -150,8 +151,9 @@ def generate_configs(
 def _validate(result: GenerationResult) -> None:
     """Validate every run in this process; record the problems on the result and on each run."""
     configs = [(r.run_id, r.plain) for r in result.runs]
-    result.problems = validate_configs(configs)
-    result.warnings = path_warnings(configs, result.experiment_dir)
+    found = validate_configs(configs, result.recipe) + path_warnings(configs, result.experiment_dir)
+    result.problems = [p for p in found if not p.warning]
+    result.warnings = [p for p in found if p.warning]
     by_run: dict[str, list[str]] = {}
     for p in result.problems:
         by_run.setdefault(p.run_id, []).append(f"{p.key}: {p.message}")
@@ -177,6 +179,7 @@ def compile_experiment(exp: Experiment, experiment_dir: Path) -> GenerationResul
         else:
             apply(template, key, value)
 
+    anchored = anchor_inputs(template, exp.base_dir, experiment_dir)
     axes, axis_keys = resolve_axes(exp, template)
     computed = resolve_computed(exp, template, expression_controls)
     swept = [Setting(a.key, a.kind, layer=exp.layer("variables", a.label) if a.kind == "variables" else exp.layer(a.kind))
@@ -194,7 +197,13 @@ def compile_experiment(exp: Experiment, experiment_dir: Path) -> GenerationResul
     renderer = Renderer(template)
     runs = []
     for p in plan.runs:
-        text, config = renderer.render(p.overrides + [(output_key, str(p.output_dir))])
+        overrides = []
+        for key, value in p.overrides:
+            value, note = anchor_value(key.path, value, exp.base_dir, experiment_dir)
+            overrides.append((key, value))
+            if note and note not in anchored:
+                anchored.append(note)
+        text, config = renderer.render(overrides + [(output_key, str(p.output_dir))])
         runs.append(
             RunResult(
                 run_id=p.run_id,
@@ -230,7 +239,7 @@ def compile_experiment(exp: Experiment, experiment_dir: Path) -> GenerationResul
         counts=plan.counts,
         problems=[],
         validated=False,
-        notes=[slurm_note] if slurm_note else [],
+        notes=anchored + ([slurm_note] if slurm_note else []),
         cautions=plan.notes,
     )
 
