@@ -18,8 +18,11 @@ def test_generate_prints_each_config_and_a_summary(tmp_path):
     res = cli("generate", path, "--output-dir", tmp_path / "out")
     assert res.returncode == 0, res.stderr
     assert "Generated 2 combinations = 2 runs" in res.stdout
-    table = [line.split() for line in res.stdout.splitlines() if "run_00" in line or "RUN" in line]
-    assert table == [["RUN", "lora_rank", "lr"], ["-", "run_000", "8", "0.0001"], ["-", "run_001", "16", "0.0001"]]
+    table = [line.split() for line in res.stdout.splitlines() if line.lstrip().startswith(("RUN", "- "))]
+    # MEM: each run's estimated peak GPU memory (Appendix H)
+    assert [row[:-2] for row in table[1:]] == [["-", "run_000", "8", "0.0001"], ["-", "run_001", "16", "0.0001"]]
+    assert table[0] == ["RUN", "lora_rank", "lr", "MEM"] and all(row[-1] == "GiB" for row in table[1:])
+    assert "largest, run_001:" in res.stdout
     assert "Validated 2 configs: all passed" in res.stdout
     assert res.stderr == ""  # torchao's import warning is silenced
     assert (tmp_path / "out" / "configs" / "run_001.yaml").is_file()

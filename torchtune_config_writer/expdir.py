@@ -193,6 +193,19 @@ class SlurmPlan:
 
 
 @dataclass(frozen=True)
+class MemoryRecord:
+    """A run's estimated peak GPU memory per device, as ``generate`` computed it (Appendix H)."""
+
+    total_gib: float
+    breakdown: dict[str, float]
+    """GiB per term: weights, gradients, optimizer, activations, logits, overhead."""
+    gpus: int = 1
+    """GPUs the estimate assumes the run's state is sharded over."""
+    budget_gib: float | None = None
+    """The ``hardware:`` memory per GPU it was checked against (None: not checked)."""
+
+
+@dataclass(frozen=True)
 class RunEntry:
     """One run of the experiment: a row of run_mapping.yaml."""
 
@@ -219,6 +232,8 @@ class RunEntry:
     """Runs that differ only in their seed share this number (dense, in run order)."""
     resources: dict[str, Any] = dataclasses.field(default_factory=dict)
     """SLURM resources in which this run differs from ``RunMapping.slurm`` (empty: the same)."""
+    memory: MemoryRecord | None = None
+    """Its estimated peak GPU memory (None: on the CPU, not estimated, or written before estimates existed)."""
 
     @property
     def label(self) -> str:
@@ -279,7 +294,9 @@ def run_id(index: int, width: int = 3) -> str:
     return f"run_{index:0{width}d}"
 
 
-_RUN_KEYS = tuple(f.name for f in dataclasses.fields(RunEntry))
+#: Keys a run may lack: added to format 3 later, so older directories still load.
+_OPTIONAL_RUN_KEYS = ("memory",)
+_RUN_KEYS = tuple(f.name for f in dataclasses.fields(RunEntry) if f.name not in _OPTIONAL_RUN_KEYS)
 
 
 def _mapping_data(mapping: RunMapping) -> dict[str, Any]:
@@ -391,7 +408,15 @@ def _run_entry(data: dict[str, Any]) -> RunEntry:
         metric_log=None if log is None else MetricLog(str(log["dir"]), log.get("filename")),
         name=None if data["name"] is None else str(data["name"]), derived=dict(data["derived"] or {}),
         seed=data["seed"], configuration=int(data["configuration"]), resources=dict(data["resources"] or {}),
+        memory=_memory_record(data.get("memory")),
     )
+
+
+def _memory_record(data: Any) -> MemoryRecord | None:
+    if data is None:
+        return None
+    return MemoryRecord(total_gib=float(data["total_gib"]), breakdown={str(k): float(v) for k, v in data["breakdown"].items()},
+                        gpus=int(data.get("gpus", 1)), budget_gib=None if data.get("budget_gib") is None else float(data["budget_gib"]))
 
 
 # ----------------------------------------------------------------------------- status/run_NNN.json

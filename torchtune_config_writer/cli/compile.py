@@ -148,8 +148,9 @@ def run_table(result: GenerationResult, limit: int = 50) -> list[str]:
     derived_names = short_names(derived)
     resources = list(dict.fromkeys(k for r in runs for k in r.resources))
     names = any(r.name is not None for r in runs)
+    memory = any(r.memory is not None for r in runs)
     header = ["", "RUN"] + (["NAME"] if names else []) + axes + [derived_names[k] for k in derived] \
-        + [f"slurm.{k}" for k in resources]
+        + [f"slurm.{k}" for k in resources] + (["MEM"] if memory else [])
     shown = runs if len(runs) <= limit else runs[:20] + [None] + runs[-5:]
     rows: list[list[str] | str] = []
     for run in shown:
@@ -160,13 +161,33 @@ def run_table(result: GenerationResult, limit: int = 50) -> list[str]:
         rows.append(["✗" if run.validation == Validation.FAILED else "-", run.run_id]
                     + ([run.name or "-"] if names else [])
                     + [_cell(run.labels[k]) for k in axes] + [_cell(run.derived.get(k, "")) for k in derived]
-                    + [_cell(run.resources.get(k, getattr(plan, k))) for k in resources])
+                    + [_cell(run.resources.get(k, getattr(plan, k))) for k in resources]
+                    + ([_memory_cell(run)] if memory else []))
         rows += [f"    {p}" for p in run.problems]
     widths = [max(len(r[i]) for r in [header] + [r for r in rows if isinstance(r, list)]) for i in range(len(header))]
     out = ["  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip()]
     for row in rows:
         out.append(row if isinstance(row, str) else "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
-    return out
+    return out + memory_lines(result)
+
+
+def _memory_cell(run: object) -> str:
+    est = getattr(run, "memory", None)
+    return "-" if est is None else f"{est.total_gib:.1f} GiB"
+
+
+def memory_lines(result: GenerationResult) -> list[str]:
+    """Below the table: what MEM is measured against, and the largest run's estimate term by term."""
+    estimated = [r for r in result.runs if r.memory is not None]
+    if not estimated:
+        return []
+    largest = max(estimated, key=lambda r: r.memory.total_gib)
+    budget = result.memory_budget
+    against = f"checked against {budget.name}: {budget.gib:g} GiB per GPU" if budget else \
+        "not checked (add hardware: gpu: ... to check)"
+    gpus = f" per GPU of {largest.memory.gpus}" if largest.memory.gpus > 1 else ""
+    return [f"MEM: estimated peak GPU memory per device (Appendix H), {against}",
+            f"largest, {largest.run_id}: {largest.memory.total_gib:.1f} GiB{gpus} = {largest.memory.summary()}"]
 
 
 def _cell(value: object, width: int = 28) -> str:

@@ -24,6 +24,7 @@ from ..expdir import REPORT_FILE, RUNS_DIR, SlurmPlan, Validation, config_file, 
 from .expressions import check_names, compile_expression, has_template
 from .keys import Key, Setting, check_conflicts, check_nested, resolve_key
 from .loaders import BaseConfig, load_base_config
+from .memory import Budget, MemoryEstimate, budget_of, estimate_runs, memory_problems
 from .merge import apply
 from .plan import Counts, PlannedRun, build_plan, refuse_output_dir, resolve_axes, resolve_computed
 from .render import Renderer
@@ -59,6 +60,8 @@ class RunResult:
     """SLURM resources in which this run differs from ``GenerationResult.slurm``."""
     validation: Validation = Validation.SKIPPED
     problems: list[str] = field(default_factory=list)
+    memory: MemoryEstimate | None = None
+    """Estimated peak GPU memory per device (Appendix H); None for runs on the CPU or not validated."""
     text: str = field(default="", repr=False)
     plain: dict = field(default_factory=dict, repr=False)
     """The config as a plain dict, sharing unchanged parts with the other runs: read it, never change it."""
@@ -101,6 +104,8 @@ class GenerationResult:
     """Settings the compiler chose for the user (e.g. no GPU for runs on the CPU)."""
     cautions: list[str] = field(default_factory=list)
     """Likely mistakes that are not errors (e.g. an exclude rule that matches no value)."""
+    memory_budget: Budget | None = None
+    """The ``hardware:`` GPU memory every run's estimate was checked against (None: no check)."""
 
     @property
     def ok(self) -> bool:
@@ -152,6 +157,12 @@ def _validate(result: GenerationResult) -> None:
     """Validate every run in this process; record the problems on the result and on each run."""
     configs = [(r.run_id, r.plain) for r in result.runs]
     found = validate_configs(configs, result.recipe) + path_warnings(configs, result.experiment_dir)
+    # after validation: the model's component is known to import, and torchtune is loaded already
+    estimates = estimate_runs(result)
+    for run, estimate in zip(result.runs, estimates):
+        run.memory = estimate
+    result.memory_budget = budget_of(result)
+    found += memory_problems(result, estimates)
     result.problems = [p for p in found if not p.warning]
     result.warnings = [p for p in found if p.warning]
     by_run: dict[str, list[str]] = {}
@@ -284,17 +295,19 @@ def resolve_experiment_dir(exp: Experiment, output_dir: str | Path | None) -> Pa
 
 
 def _refuse_collisions(runs: list[RunResult], var_paths: list[tuple[str, ...]]) -> None:
-    seen: dict[str, str] = {}
+    seen: dict[str, RunResult] = {}
     for run in runs:
         body = dict(run.plain)
         body.pop("output_dir", None)
-        digest = json.dumps(body, sort_keys=True, default=str)
+        # 0 and 0.0 (or 1e-4 and 0.0001) are one value to torchtune: compare numbers, not their spelling
+        digest = json.dumps(_same_numbers(body), sort_keys=True, default=str)
         if digest in seen:
+            first = seen[digest]
             raise SweepError(
-                f"{seen[digest]} and {run.run_id} would be identical configs ({format_parameters(run.labels)}); "
-                "remove the repeated variable value (note 1e-4 and 0.0001 are the same number)"
+                f"{first.run_id} and {run.run_id} would be identical configs ({format_parameters(run.labels)}); "
+                f"remove the repeated variable value{_spelling_note(first.labels, run.labels)}"
             )
-        seen[digest] = run.run_id
+        seen[digest] = run
     if len(runs) > 1:
         for path, value in _output_leaves(runs[0].plain):
             if path in var_paths or not isinstance(value, str) or "${" in value:
@@ -304,6 +317,30 @@ def _refuse_collisions(runs: list[RunResult], var_paths: list[tuple[str, ...]]) 
                 f"files; set it to a path under ${{output_dir}} (e.g. {'.'.join(path)}: ${{output_dir}}/{path[-1]}) "
                 "— every run gets its own output_dir"
             )
+
+
+def _same_numbers(node: Any) -> Any:
+    """``node`` with every integral float written as an int (bools stay bools, other floats as they are)."""
+    if isinstance(node, dict):
+        return {k: _same_numbers(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_same_numbers(v) for v in node]
+    if isinstance(node, float) and node.is_integer():
+        return int(node)
+    return node
+
+
+def _spelling_note(first: dict[str, Any], second: dict[str, Any]) -> str:
+    """" (note 0 and 0.0 are the same number)" when two runs' values differ only in how numbers are written."""
+    pairs = [f"{a} and {second[k]}" for k, a in first.items() if k in second and _spelled_apart(a, second[k])]
+    return f" (note {'; '.join(pairs)} are the same number)" if pairs else ""
+
+
+def _spelled_apart(a: Any, b: Any) -> bool:
+    def canonical(v: Any) -> str:
+        return json.dumps(_same_numbers(v), sort_keys=True, default=str)  # json keeps true apart from 1
+
+    return str(a) != str(b) and canonical(a) == canonical(b)
 
 
 def _output_leaves(node: Any, prefix: tuple[str, ...] = ()):

@@ -93,6 +93,37 @@ class SlurmSettings(_Strict):
         return v
 
 
+class HardwareSettings(_Strict):
+    """The GPU each run gets: every run's estimated peak memory is checked against it (Appendix H)."""
+
+    gpu: str | None = None
+    """A GPU name: H200, H100-80GB, A100-80GB, A100-40GB, L40S, A6000, RTX4090, A10G, L4, V100-32GB, T4, ..."""
+    gpu_memory_gb: float | None = Field(None, gt=0)
+    """Memory per GPU in GiB (nvidia-smi's MiB / 1024), for a GPU the table does not know; instead of ``gpu``."""
+    gpus_per_run: int | None = Field(None, ge=1)
+    """GPUs each run shards its model over (distributed recipes); default slurm.gpus_per_run, else 1."""
+
+    @field_validator("gpu")
+    @classmethod
+    def _known_gpu(cls, v: str | None) -> str | None:
+        from .hardware import canonical_gpu
+
+        return None if v is None else canonical_gpu(v)
+
+    @model_validator(mode="after")
+    def _one_budget(self) -> "HardwareSettings":
+        if self.gpu is not None and self.gpu_memory_gb is not None:
+            raise ValueError(f"give gpu ({self.gpu}) or gpu_memory_gb ({self.gpu_memory_gb:g}), not both")
+        return self
+
+    @property
+    def budget_gib(self) -> float | None:
+        """Memory per GPU in GiB; None when neither gpu nor gpu_memory_gb is given (estimates without a check)."""
+        from .hardware import gpu_memory_gib
+
+        return gpu_memory_gib(self.gpu) if self.gpu else self.gpu_memory_gb
+
+
 class Distribution(_Strict):
     """How ``sample`` draws one key: exactly one of these."""
 
@@ -190,6 +221,8 @@ class Experiment(_Strict):
     """Where the experiment directory and the runs' outputs go."""
     slurm: SlurmSettings = Field(default_factory=SlurmSettings)
     """The job arrays' settings; resources may be per-run expressions."""
+    hardware: HardwareSettings | None = None
+    """The GPU of each run; with it, a run whose estimated peak memory exceeds the GPU's is an error."""
 
     slurm_expressions: dict[str, str] = Field(default_factory=dict, exclude=True)
     """``slurm:`` values that are expressions (evaluated per run); ``slurm`` holds the rest."""
@@ -305,7 +338,7 @@ def _check_language(exp: Experiment) -> None:
 PRESETS_DIR = Path(__file__).parent / "presets"
 
 # Sections whose keys merge across included files (a later file wins per key); any other value is replaced.
-_MERGED_SECTIONS = ("variables", "controls", "derived", "output", "slurm", "sample")
+_MERGED_SECTIONS = ("variables", "controls", "derived", "output", "slurm", "sample", "hardware")
 
 
 def presets() -> dict[str, Path]:

@@ -123,6 +123,7 @@ def _write_files(result: GenerationResult, root: Path) -> None:
             metric_log=metric_log(run.plain, run.output_dir, result.experiment_dir),
             name=run.name, derived=run.derived, seed=run.seed, configuration=run.configuration,
             resources=run.resources,
+            memory=None if run.memory is None else run.memory.record(result.memory_budget),
         ))
     mapping = RunMapping(
         experiment_name=exp.experiment_name,
