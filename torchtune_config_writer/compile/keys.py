@@ -180,7 +180,10 @@ def _short_name(name: str, tree: dict, section: str, raw: str, op: Op) -> tuple[
 def _unknown_message(name: str, tree: dict, section: str, raw: str, op: Op = "set") -> str:
     paths = [p for p in all_paths(tree) if not p.endswith("_component_")]
     leaves = leaf_index(tree)
-    candidates = close_matches(name, paths, n=3, cutoff=0.75)
+    # a typo in the last part: the siblings, and the arguments a component takes, are the likeliest fix
+    candidates = _sibling_candidates(name, tree) if "." in name else []
+    if not candidates:
+        candidates = close_matches(name, paths, n=3, cutoff=0.75)
     if not candidates and "." not in name:
         for leaf in close_matches(name, list(leaves) + list(tree) + list(ALIASES), n=3, cutoff=0.7):
             if leaf in tree:
@@ -190,19 +193,23 @@ def _unknown_message(name: str, tree: dict, section: str, raw: str, op: Op = "se
                     candidates.append(ALIASES[leaf])
             else:
                 candidates.extend(".".join(p) for p in leaves[leaf])
-    if not candidates and "." in name:
-        # a typo in the last part: compare with the siblings, and the arguments a component takes
-        parent, _, last = name.rpartition(".")
-        node = lookup(tree, tuple(parent.split(".")))
-        if isinstance(node, dict):
-            siblings = [str(k) for k in node if k != "_component_"]
-            if isinstance(node.get("_component_"), str):
-                siblings += sorted(accepted_args(node["_component_"]) or ())
-            candidates = [f"{parent}.{m}" for m in close_matches(last, siblings, cutoff=0.6)]
     msg = f"{section}: unknown key '{raw}': the base config has no '{name}'." + suggestion(c for c in candidates if c != name)
     if op != "delete":
         msg += f" To add a new key on purpose, write '+{name}'."
     return msg
+
+
+def _sibling_candidates(name: str, tree: dict) -> list[str]:
+    """Close matches of ``name``'s last part among its parent's keys and, for a component, its arguments."""
+    parent, _, last = name.rpartition(".")
+    node = lookup(tree, tuple(parent.split(".")))
+    if not isinstance(node, dict):
+        return []
+    matches = close_matches(last, [str(k) for k in node if k != "_component_"], cutoff=0.6)
+    if not matches and isinstance(node.get("_component_"), str):
+        # only now ask the component (which may import torch): the keys written there usually answer
+        matches = close_matches(last, sorted(accepted_args(node["_component_"]) or ()), cutoff=0.6)
+    return [f"{parent}.{m}" for m in matches]
 
 
 def _component_accepts(tree: dict, path: tuple[str, ...]) -> bool:

@@ -10,6 +10,11 @@ cache. Components from anywhere else (your own code changes between runs) are
 never cached. ``TORCHTUNE_CONFIG_WRITER_CACHE=off`` turns the cache off; set to
 a directory, it moves it.
 
+An answer that depends on something that may change without a version change
+— a component that failed to import because an optional package (torchvision,
+bitsandbytes) is missing, and may be installed in a minute — is never stored:
+the computation calls ``dont_store()`` and ``cached`` returns it unsaved.
+
     >>> cached("accepted_args", ("torch.optim.AdamW",), lambda: ["lr", "betas"])   # doctest: +SKIP
     ['lr', 'betas']
 """
@@ -31,7 +36,10 @@ from .. import __version__
 ENV = "TORCHTUNE_CONFIG_WRITER_CACHE"
 #: Packages whose components' answers are cached: installed, versioned, not edited by users.
 CACHED_PACKAGES = ("torch", "torchtune", "torchao", "datasets")
-_FORMAT = 1  # bump when what is stored changes
+#: Packages some cached answers read (the callees torchtune's metric loggers pass ``**kwargs`` to):
+#: their versions name the cache too, so installing or upgrading one starts a fresh cache.
+CALLEE_PACKAGES = ("wandb", "comet_ml", "mlflow", "tensorboard")
+_FORMAT = 2  # bump when what is stored changes (2: dataset builders' config fields, loggers' callees)
 
 _MISSING = object()
 
@@ -41,18 +49,35 @@ def cacheable(component: str) -> bool:
     return component.split(".")[0] in CACHED_PACKAGES
 
 
+#: One flag per ``cached`` computation in progress (innermost last): True once it must not be stored.
+_in_progress: list[bool] = []
+
+
 def cached(kind: str, key: tuple, compute: Callable[[], Any]) -> Any:
-    """``compute()``'s JSON-able result, from the cache when an earlier run stored it."""
+    """``compute()``'s JSON-able result, from the cache when an earlier run stored it.
+
+    The result is not stored when ``compute`` (or anything it called) said ``dont_store()``.
+    """
     store = _store()
-    if store is None:
-        return compute()
     name = json.dumps([kind, *key])
-    value = store.data.get(name, _MISSING)
-    if value is _MISSING:
+    if store is not None:
+        value = store.data.get(name, _MISSING)
+        if value is not _MISSING:
+            return value
+    _in_progress.append(False)
+    try:
         value = compute()
+    finally:
+        spoiled = _in_progress.pop()
+    if store is not None and not spoiled:
         store.data[name] = value
         store.dirty = True
     return value
+
+
+def dont_store() -> None:
+    """Keep every computation now in progress out of the cache (an outer answer includes the inner one)."""
+    _in_progress[:] = [True] * len(_in_progress)
 
 
 class _Store:
@@ -89,7 +114,7 @@ def _store() -> _Store | None:
 
 def _versions_digest() -> str:
     parts = [f"format={_FORMAT}", f"tool={__version__}", f"python={sys.version_info[:2]}", sys.prefix]
-    for package in CACHED_PACKAGES:
+    for package in CACHED_PACKAGES + CALLEE_PACKAGES:
         try:
             parts.append(f"{package}={metadata.version(package)}")
         except metadata.PackageNotFoundError:
