@@ -130,7 +130,7 @@ def _check_lr(cfg: dict, key: str, raw: Any, component: str) -> Iterator[Finding
         return
     if isinstance(lr, dict) and "_component_" in lr:
         return  # a tensor built by a component: nothing to compare
-    if not fits(lr, "float") or lr <= 0:
+    if not fits(lr, "float") or not lr > 0:  # `not >` refuses nan too
         fix = fix_for("lr", raw, lr, "float") if not fits(lr, "float") else "Write a learning rate such as 2e-5"
         yield Finding(key, f"must be a positive number, got {show(lr)}" + (f". {fix}" if fix else ""))
         return

@@ -16,14 +16,15 @@ goes is fine, Any / unannotated / ``**kwargs`` take anything, a value whose
 interpolation cannot be resolved is left to the interpolation check, and the
 keys ``ranges.py`` checks fully (``LEFT_TO_RANGES``) are not checked twice.
 
-    >>> [f.message for f in check_types({"compile": "max-autotune"}, "lora_finetune_single_device")][0][:48]
-    'must be true or false, got \\'max-autotune\\' (a string)'
+    >>> [f.key for f in check_types({"compile": "max-autotune"}, "lora_finetune_single_device")]
+    ['compile']
     >>> fits(8, "int"), fits(True, "int"), fits(8, "float"), fits(["q_proj"], {"list": {"literal": ["q_proj"]}})
     (True, False, True, True)
 """
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -197,7 +198,8 @@ def _fits_simple(value: Any, desc: str) -> bool:
     if desc == _FLOAT:
         return isinstance(value, (int, float)) and not isinstance(value, bool)  # Python takes an int for a float
     if desc == _BOOL:
-        return isinstance(value, bool)
+        # null is falsy, and flags are only ever tested for truth (`if cfg.compile:`): it runs as false
+        return isinstance(value, bool) or value is None
     if desc == _STR:
         return isinstance(value, str)
     if desc == _NONE:
@@ -244,16 +246,17 @@ def _innermost(value: Any, desc: Desc, where: str) -> _Miss:
         same = [d for d in desc["union"] if _container_kind(d) == _value_kind(value) and _value_kind(value)]
         if len(same) == 1:
             return _innermost(value, same[0], where)
+    inner: tuple[Any, Desc, str] | None = None
     if isinstance(desc, dict) and "list" in desc and isinstance(value, (list, tuple)):
-        bad = next(i for i, v in enumerate(value) if not fits(v, desc["list"]))
-        return _innermost(value[bad], desc["list"], f"{where}item {bad}".strip())
-    if isinstance(desc, dict) and "tuple" in desc and isinstance(value, (list, tuple)) and len(value) == len(desc["tuple"]):
-        bad = next(i for i, (v, d) in enumerate(zip(value, desc["tuple"])) if not fits(v, d))
-        return _innermost(value[bad], desc["tuple"][bad], f"{where}item {bad}".strip())
-    if isinstance(desc, dict) and "dict" in desc and isinstance(value, dict):
-        bad = next(k for k, v in value.items() if not fits(v, desc["dict"]))
-        return _innermost(value[bad], desc["dict"], f"{where}entry '{bad}'".strip())
-    return _Miss(where, value, desc)
+        inner = next(((v, desc["list"], f"item {i}") for i, v in enumerate(value) if not fits(v, desc["list"])), None)
+    elif isinstance(desc, dict) and "tuple" in desc and isinstance(value, (list, tuple)) and len(value) == len(desc["tuple"]):
+        pairs = enumerate(zip(value, desc["tuple"]))
+        inner = next(((v, d, f"item {i}") for i, (v, d) in pairs if not fits(v, d)), None)
+    elif isinstance(desc, dict) and "dict" in desc and isinstance(value, dict):
+        inner = next(((v, desc["dict"], f"entry '{k}'") for k, v in value.items() if not fits(v, desc["dict"])), None)
+    if inner is None:
+        return _Miss(where, value, desc)
+    return _innermost(inner[0], inner[1], f"{where} {inner[2]}".strip())
 
 
 def _container_kind(desc: Desc) -> str:
@@ -371,7 +374,7 @@ def _fix_number(arg: str, raw: Any, value: Any, want: Desc, component: str) -> s
         if _accepts_scalar(want, _BOOL) or not _example(want):
             return ""
         return f"true/false is not a number here: write {arg}: {_example(want)}."
-    if wants_int and isinstance(value, float):
+    if wants_int and isinstance(value, float) and math.isfinite(value):
         if value.is_integer():
             return f"Write it as a whole number: {arg}: {int(value)}."
         if 0 < value < 1 and arg.endswith("steps"):
@@ -496,6 +499,10 @@ def describe(ann: Any) -> Desc:
         return _NONE
     if ann in (bool, int, float, str):
         return ann.__name__
+    if ann in (list, tuple, set, frozenset):  # bare containers: any items
+        return {"list": "any"}
+    if ann is dict:
+        return {"dict": "any"}
     if inspect.isclass(ann) and issubclass(ann, (os.PathLike, Path)):
         return _STR  # a path is written as a string and converted by the callee
     origin, args = typing.get_origin(ann), typing.get_args(ann)
