@@ -28,6 +28,7 @@ from ...errors import did_you_mean
 from .. import sigcache
 from ..components import import_torchtune
 from . import Finding
+from .binding import component_nodes
 from .value_types import LEFT_TO_RANGES_ARGS, LEFT_TO_RANGES_TOP, UNRESOLVED, Desc, fits, fix_for, recipe_source, resolve_value, show
 
 _DEVICE = re.compile(r"^(cpu|cuda|mps|xpu|npu|hpu|meta)(:\d+)?$")
@@ -87,8 +88,6 @@ def check_ranges(cfg: dict, recipe: str = "") -> Iterator[Finding]:
     yield from _check_device(cfg)
     yield from _check_debug_mode(cfg)
     yield from _check_model_type(cfg)
-    from .binding import component_nodes
-
     for path, node in component_nodes(cfg):
         yield from _check_node(cfg, path, node)
 
@@ -188,8 +187,8 @@ def _check_device(cfg: dict) -> Iterator[Finding]:
 
 
 def _check_debug_mode(cfg: dict) -> Iterator[Finding]:
-    mode = cfg.get("cudnn_deterministic_mode")
-    if mode is None or not isinstance(mode, (str, int)) or (isinstance(mode, str) and "${" in mode):
+    mode = resolve_value(cfg, "cudnn_deterministic_mode", cfg.get("cudnn_deterministic_mode"))
+    if mode is None or mode is UNRESOLVED or not isinstance(mode, (str, int)):
         return  # a wrong type is the annotation check's
     if isinstance(mode, bool) or mode not in _DEBUG_MODES:
         hint = did_you_mean(str(mode), [str(m) for m in _DEBUG_MODES[:3]], n=1)

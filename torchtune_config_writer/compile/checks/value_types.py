@@ -35,6 +35,7 @@ from ...errors import did_you_mean
 from .. import sigcache
 from ..tree import MISSING, lookup
 from . import Finding
+from .binding import component_nodes
 
 #: A type description, JSON-able so sigcache can keep it: "any", "int", "float", "bool", "str",
 #: "none", "object" (a class no YAML scalar can be, e.g. a Tensor), or one of
@@ -85,6 +86,7 @@ _MODULE_ALIASES = {"o_proj": "output_proj", "out_proj": "output_proj", "dense": 
                    "query": "q_proj", "key": "k_proj", "value": "v_proj"}
 #: Better examples than the type's own for arguments people often get wrong.
 _EXAMPLES = {"lr": "2e-5", "clip_grad_norm": "1.0", "lora_alpha": "16", "lora_rank": "8", "num_warmup_steps": "100"}
+#: MLP layer names: torchtune gives them LoRA through apply_lora_to_mlp, never through lora_attn_modules.
 _MLP_NAMES = ("gate_proj", "up_proj", "down_proj", "w1", "w2", "w3", "mlp")
 
 
@@ -93,8 +95,6 @@ _MLP_NAMES = ("gate_proj", "up_proj", "down_proj", "w1", "w2", "w3", "mlp")
 
 def check_types(cfg: dict, recipe: str = "") -> Iterator[Finding]:
     """Every component argument and read top-level key of ``cfg`` whose value does not fit its type."""
-    from .binding import component_nodes  # binding imports nothing heavy at module level; kept local all the same
-
     for path, node in component_nodes(cfg):
         component = node.get("_component_")
         params = param_types(component) if isinstance(component, str) else None
@@ -439,10 +439,14 @@ def param_types(component: str) -> dict[str, Desc] | None:
     return _param_types(component)
 
 
+#: The cache entry's kind names the description format: a new format never reads an old entry.
+_CACHE_KIND = "param_types/1"
+
+
 @lru_cache(maxsize=None)
 def _param_types(component: str) -> dict[str, Desc] | None:
     if sigcache.cacheable(component):
-        return sigcache.cached("param_types", (component,), lambda: _param_types_now(component))
+        return sigcache.cached(_CACHE_KIND, (component,), lambda: _param_types_now(component))
     return _param_types_now(component)
 
 
@@ -450,10 +454,14 @@ def _param_types_now(component: str) -> dict[str, Desc] | None:
     """Import the component and describe its annotations (the only part that imports torch)."""
     from ..components import import_component, parameters
 
-    params = parameters(component)
+    try:
+        params = parameters(component)
+        target = import_component(component) if params else None
+    except Exception:  # noqa: BLE001 - a module that fails on import: binding reports it, nothing to type here
+        return None
     if not params:
         return None
-    hints = _type_hints(import_component(component), params)
+    hints = _type_hints(target, params)
     out: dict[str, Desc] = {}
     for name, p in params.items():
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
