@@ -315,14 +315,24 @@ def _sweep(variables: dict) -> dict:
 def test_zero_and_zero_point_zero_are_one_value(tmp_path):
     with pytest.raises(SweepError) as err:
         generate_configs(_sweep({"optimizer.weight_decay": [0, 0.0]}), write=False, validate=False)
-    assert str(err.value) == ("run_000 and run_001 would be identical configs (optimizer.weight_decay=0.0); "
-                              "remove the repeated variable value (note 0 and 0.0 are the same number)")
+    assert str(err.value) == ("experiment (variables): optimizer.weight_decay lists 0.0 twice (items 0 and 1), which "
+                              "would make identical runs; remove one (0 and 0.0 are the same number)")
 
 
-def test_a_value_written_twice_alike_gets_no_spelling_note():
+def test_a_float_written_twice_gets_the_general_note_and_a_string_none():
     with pytest.raises(SweepError) as err:
         generate_configs(_sweep({"lr": [1e-4, 0.0001]}), write=False, validate=False)
-    assert str(err.value).endswith("(lr=0.0001); remove the repeated variable value")
+    assert str(err.value).endswith("lr lists 0.0001 twice (items 0 and 1), which would make identical runs; remove one "
+                                   "(if written differently: 1e-4 and 0.0001 are the same number)")
+    with pytest.raises(SweepError) as err:
+        generate_configs(_sweep({"dtype": ["bf16", "fp32", "bf16"]}), write=False, validate=False)
+    assert str(err.value).endswith("dtype lists 'bf16' twice (items 0 and 2), which would make identical runs; remove one")
+
+
+def test_a_repeated_zip_point_is_refused_where_it_is_written(tmp_path):
+    exp = {"experiment_name": "z", "base_config": LORA_1B, "zip": [{"lr": [1e-4, 2e-4, 1e-4], "lora_rank": [8, 16, 8]}]}
+    with pytest.raises(SweepError, match=r"zip group 0 repeats its point 0 at position 2 \(lr=0.0001, lora_rank=8\)"):
+        generate_configs(exp, write=False, validate=False)
 
 
 def test_different_values_and_bools_are_not_identical():

@@ -50,7 +50,7 @@ CASES = {
     "type": (f"experiment_name: e\nbase_config: {LORA_1B}\ncontrols:\n  model: 8\n", "'model'", "mapping"),
     "conflict": (f"experiment_name: e\nbase_config: {LORA_1B}\nvariables:\n  lr: [1e-4]\ncontrols:\n  learning_rate: 1e-3\n", "both a variable", "optimizer.lr"),
     "output_dir": (f"experiment_name: e\nbase_config: {LORA_1B}\ncontrols:\n  output_dir: /tmp/x\n", "output.runs_dir", "controls"),
-    "identical": (f"experiment_name: e\nbase_config: {LORA_1B}\nvariables:\n  lr: [1e-4, 0.0001]\n", "identical configs", "run_000 and run_001"),
+    "identical": (f"experiment_name: e\nbase_config: {LORA_1B}\nvariables:\n  lr: [1e-4, 0.0001]\n", "identical runs", "lists 0.0001 twice (items 0 and 1)"),
     "framework": (f"experiment_name: e\nframework: axolotl\nbase_config: {LORA_1B}\n", "framework 'axolotl' is not supported", "torchtune"),
     "validation": (f"experiment_name: e\nbase_config: {LORA_1B}\ncontrols:\n  dtype: bf17\n", "run_000: dtype", "Did you mean 'bf16'"),
 }

@@ -200,7 +200,7 @@ def test_add_and_delete(tmp_path):
 @pytest.mark.parametrize(
     "experiment, error, fragment",
     [
-        ({"variables": {"lr": [1e-4, 0.0001]}}, SweepError, "identical configs"),
+        ({"variables": {"lr": [1e-4, 0.0001]}}, SweepError, "identical runs"),
         ({"controls": {"output_dir": "/tmp/x"}}, ConflictingKeyError, "output.runs_dir"),
         ({"variables": {"output_dir": ["/a", "/b"]}}, ConflictingKeyError, "output.runs_dir"),
         ({"variables": {"lr": [1e-4]}, "controls": {"optimizer": {"lr": 1}}}, ConflictingKeyError, "both a variable"),

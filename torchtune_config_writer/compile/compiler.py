@@ -29,6 +29,7 @@ from .merge import apply
 from .plan import Counts, PlannedRun, build_plan, refuse_output_dir, resolve_axes, resolve_computed
 from .render import Renderer
 from .sbatch import plan_resources
+from .sweep import canonical
 from .schema import Experiment, SlurmSettings, load_experiment, to_plain
 from .yamlio import comment_text
 from .checks.paths import anchor_inputs, anchor_value, path_warnings
@@ -300,7 +301,7 @@ def _refuse_collisions(runs: list[RunResult], var_paths: list[tuple[str, ...]]) 
         body = dict(run.plain)
         body.pop("output_dir", None)
         # 0 and 0.0 (or 1e-4 and 0.0001) are one value to torchtune: compare numbers, not their spelling
-        digest = json.dumps(_same_numbers(body), sort_keys=True, default=str)
+        digest = json.dumps(canonical(body), sort_keys=True, default=str)
         if digest in seen:
             first = seen[digest]
             raise SweepError(
@@ -319,17 +320,6 @@ def _refuse_collisions(runs: list[RunResult], var_paths: list[tuple[str, ...]]) 
             )
 
 
-def _same_numbers(node: Any) -> Any:
-    """``node`` with every integral float written as an int (bools stay bools, other floats as they are)."""
-    if isinstance(node, dict):
-        return {k: _same_numbers(v) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_same_numbers(v) for v in node]
-    if isinstance(node, float) and node.is_integer():
-        return int(node)
-    return node
-
-
 def _spelling_note(first: dict[str, Any], second: dict[str, Any]) -> str:
     """" (note 0 and 0.0 are the same number)" when two runs' values differ only in how numbers are written."""
     pairs = [f"{a} and {second[k]}" for k, a in first.items() if k in second and _spelled_apart(a, second[k])]
@@ -337,10 +327,10 @@ def _spelling_note(first: dict[str, Any], second: dict[str, Any]) -> str:
 
 
 def _spelled_apart(a: Any, b: Any) -> bool:
-    def canonical(v: Any) -> str:
-        return json.dumps(_same_numbers(v), sort_keys=True, default=str)  # json keeps true apart from 1
+    def digest(v: Any) -> str:
+        return json.dumps(canonical(v), sort_keys=True, default=str)  # json keeps true apart from 1
 
-    return str(a) != str(b) and canonical(a) == canonical(b)
+    return str(a) != str(b) and digest(a) == digest(b)
 
 
 def _output_leaves(node: Any, prefix: tuple[str, ...] = ()):

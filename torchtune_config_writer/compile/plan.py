@@ -35,9 +35,9 @@ from .expressions import (
 from .keys import Key, check_nested, resolve_key
 from .merge import check_values
 from .schema import Experiment, SlurmSettings
-from .sweep import Axis, combinations, matches, run_id, sample_axis, same_value, seed_axis, variable_axis, zip_axis
+from .sweep import Axis, canonical, combinations, matches, run_id, sample_axis, same_value, seed_axis, variable_axis, zip_axis
 from .tree import MISSING
-from ..expdir import short_names
+from ..expdir import format_parameters, short_names
 
 _EXPERIMENT_NAMES = ("experiment_name", "timestamp", "date")
 _LATER = {
@@ -187,19 +187,36 @@ def _axis_where(exp: Experiment, axis: Axis, label: str) -> str:
 
 
 def _no_duplicate_points(exp: Experiment, axes: list[Axis]) -> None:
+    """A value listed twice on one axis would make two identical runs: refuse it where it is written."""
     for axis in axes:
-        if axis.kind != "sample":
-            continue
+        if axis.kind == "seeds":
+            continue  # the schema refuses repeated seeds
         seen: dict[str, int] = {}
         for i, point in enumerate(axis.points):
-            digest = json.dumps(point, default=str)
+            # 0 and 0.0, 1e-4 and 0.0001 are one value to torchtune (json keeps true apart from 1)
+            digest = json.dumps(canonical(point), default=str)
             if digest in seen:
-                raise SweepError(
-                    f"{exp.where('sample')}: sample point {i} repeats point {seen[digest]} "
-                    f"({dict(zip(axis.keys, point))}); a space of only choice values has few distinct points: "
-                    "lower sample.n, or use variables for an exhaustive grid"
-                )
+                raise SweepError(_repeated_point(exp, axis, seen[digest], i))
             seen[digest] = i
+
+
+def _repeated_point(exp: Experiment, axis: Axis, first: int, again: int) -> str:
+    values = dict(zip(axis.keys, axis.points[again]))
+    written = [f"{a} and {b}" for a, b in zip(axis.points[first], axis.points[again]) if str(a) != str(b)]
+    numbers = any(isinstance(v, float) for v in values.values())
+    # YAML has already turned 1e-4 and 0.0001 into one float, so only 0 and 0.0 can be shown as written
+    note = (f" ({'; '.join(written)} are the same number)" if written
+            else " (if written differently: 1e-4 and 0.0001 are the same number)" if numbers else "")
+    if axis.kind == "sample":
+        return (f"{exp.where('sample')}: sample point {again} repeats point {first} ({values}); a space of only "
+                "choice values has few distinct points: lower sample.n, or use variables for an exhaustive grid")
+    if axis.kind == "zip":
+        group = next(i for i, g in enumerate(exp.zip) if tuple(g) == axis.keys)
+        return (f"{exp.where('zip', group)}: zip group {group} repeats its point {first} at position {again} "
+                f"({format_parameters(values)}), which would make identical runs; remove one{note}")
+    key = axis.keys[0]
+    return (f"{exp.where('variables', key)}: {key} lists {values[key]!r} twice (items {first} and {again}), which would "
+            f"make identical runs; remove one{note}")
 
 
 def resolve_computed(exp: Experiment, template: dict, expression_controls: list[tuple[str, Key, Any]]) -> list[Computed]:

@@ -82,6 +82,17 @@ def same_value(a: Any, b: Any) -> bool:
     return a == b
 
 
+def canonical(node: Any) -> Any:
+    """``node`` with every integral float written as an int: 0 and 0.0 are one value to torchtune (bools stay bools)."""
+    if isinstance(node, dict):
+        return {k: canonical(v) for k, v in node.items()}
+    if isinstance(node, (list, tuple)):
+        return [canonical(v) for v in node]
+    if isinstance(node, float) and node.is_integer():
+        return int(node)
+    return node
+
+
 def matches(rule: dict[str, Any], values: dict[str, Any]) -> bool:
     """Does a mapping ``exclude`` rule match a combination? Every key must; a list value matches any item."""
     for key, wanted in rule.items():
