@@ -315,7 +315,7 @@ def _refuse_collisions(runs: list[RunResult], var_paths: list[tuple[str, ...]]) 
                 continue
             raise SweepError(
                 f"{'.'.join(path)} is the fixed path '{value}' in every run, so runs would overwrite each other's "
-                f"files; set it to a path under ${{output_dir}} (e.g. {'.'.join(path)}: ${{output_dir}}/{path[-1]}) "
+                f"files; set it to a path under ${{output_dir}} (e.g. {'.'.join(path)}: {_own_path(path)}) "
                 "— every run gets its own output_dir"
             )
 
@@ -331,6 +331,11 @@ def _spelled_apart(a: Any, b: Any) -> bool:
         return json.dumps(canonical(v), sort_keys=True, default=str)  # json keeps true apart from 1
 
     return str(a) != str(b) and digest(a) == digest(b)
+
+
+def _own_path(path: tuple[str, ...]) -> str:
+    """Where a nested output key usually points in torchtune's configs: the run's output_dir, or a folder in it."""
+    return "${output_dir}" if path[-1] == "output_dir" else "${output_dir}/logs"
 
 
 def _output_leaves(node: Any, prefix: tuple[str, ...] = ()):

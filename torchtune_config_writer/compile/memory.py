@@ -58,7 +58,7 @@ _DTYPE_BYTES = {"bf16": 2, "bfloat16": 2, "fp16": 2, "float16": 2, "fp32": 4, "f
 
 @dataclass(frozen=True)
 class Budget:
-    """The memory one GPU offers: its name (or ``gpu_memory_gb``) and GiB."""
+    """The memory one GPU offers: its table name ("" when given as ``gpu_memory_gb``) and GiB."""
 
     name: str
     gib: float
@@ -139,6 +139,8 @@ class Settings:
 
 def model_stats(component: str, kwargs: dict[str, Any]) -> ModelStats | None:
     """The model's counts, built on the meta device; None when it cannot be built (or its arguments are not plain)."""
+    # a sweep of alpha x dropout builds one model per rank, not one per combination: these change no shape
+    kwargs = {k: v for k, v in kwargs.items() if k not in _SHAPELESS_ARGS}
     try:
         key = json.dumps(kwargs, sort_keys=True)
     except (TypeError, ValueError):
@@ -147,6 +149,10 @@ def model_stats(component: str, kwargs: dict[str, Any]) -> ModelStats | None:
         return None  # an interpolation OmegaConf would resolve: the value is not known here
     return _stats(component, key)
 
+
+#: Builder arguments that change no parameter's shape (left out of the build and of the cache key).
+_SHAPELESS_ARGS = frozenset({"lora_alpha", "lora_dropout", "dropout", "attn_dropout", "norm_eps", "rope_base",
+                             "scale_factor"})
 
 #: The sigcache kind; its number changes whenever ModelStats' fields do.
 _CACHE_KIND = "model_stats/1"
@@ -382,7 +388,7 @@ def budget_of(result: GenerationResult) -> Budget | None:
     """The ``hardware:`` section's budget, or None without one (or with only gpus_per_run)."""
     hw = result.experiment.hardware
     gib = hw.budget_gib if hw is not None else None
-    return None if gib is None else Budget(hw.gpu or f"{gib:g} GiB GPU", gib)
+    return None if gib is None else Budget(hw.gpu or "", gib)
 
 
 def gpus_of(result: GenerationResult, resources: dict[str, Any]) -> int:
@@ -418,9 +424,9 @@ def budget_problem(run_id: str, est: MemoryEstimate, budget: Budget, fixes: list
     what = f"estimated peak {est.total_gib:.1f} GiB per GPU ({est.summary()})"
     if est.total_gib > budget.gib:
         tail = "; cheapest fixes first: " + "; ".join(f"{i}) {f}" for i, f in enumerate(fixes, 1)) if fixes else ""
-        return Problem(run_id, "memory", f"{what} exceeds the {budget.name}'s {budget.gib:g} GiB{tail}")
+        return Problem(run_id, "memory", f"{what} exceeds {_budget_words(budget)}{tail}")
     if est.total_gib > budget.gib * (1 - MARGIN):
-        return Problem(run_id, "memory", f"{what} is within {MARGIN:.0%} of the {budget.name}'s {budget.gib:g} GiB; "
+        return Problem(run_id, "memory", f"{what} is within {MARGIN:.0%} of {_budget_words(budget)}; "
                        "the estimate is approximate (Appendix H), so this run may run out of memory", warning=True)
     return None
 
@@ -474,3 +480,8 @@ def _qlora_stats(config: dict) -> ModelStats | None:
     if components.import_component(f"{module}.q{name}") is None:
         return None
     return model_stats(f"{module}.q{name}", {k: v for k, v in config["model"].items() if k != "_component_"})
+
+
+def _budget_words(budget: Budget) -> str:
+    """"the RTX4090's 24 GiB", or "the GPU's 25 GiB" for a card given by its memory alone."""
+    return f"the {budget.name or 'GPU'}'s {budget.gib:g} GiB"

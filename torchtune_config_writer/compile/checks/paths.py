@@ -85,8 +85,8 @@ def _checked_paths(cfg: dict) -> Iterator[tuple[str, str, Kind | Literal["checkp
 def _problem(label: str, text: str, target: Path, kind: str, source: str | None) -> tuple[str, bool] | None:
     """``(message, is_warning)`` for one path, or None when it is fine."""
     if not target.exists():
-        if kind == "checkpoint_file" and not target.parent.exists():
-            return None  # a missing checkpoint_dir is reported once, not again for every file in it
+        if kind == "checkpoint_file" and not target.parent.is_dir():
+            return None  # a missing (or wrong-kind) checkpoint_dir is reported once, not again for every file in it
         return f"'{text}' does not exist on this machine", True
     if kind == "dir" and not target.is_dir():
         return (f"'{text}' is a file, but {label} must be the directory holding the checkpoint files "

@@ -57,6 +57,8 @@ def value(cfg: dict, path: str, default: Any = None) -> Any:
         if ref is None:
             return UNKNOWN
         found = lookup(cfg, ref.group(1), index_lists=True)
+        if found is MISSING:
+            return UNKNOWN  # a reference to nowhere: the interpolation check reports it, no rule should guess
     else:
         return UNKNOWN
     return default if found is MISSING else found
