@@ -17,8 +17,9 @@ from torchtune_config_writer import generate_configs
 from torchtune_config_writer.compile import registry
 from torchtune_config_writer.compile.checks.binding import RECIPE_ARGS
 from torchtune_config_writer.compile.checks.consistency import FAMILIES, check_consistency, family_of
-from torchtune_config_writer.compile.checks.recipe_rules import RULES, check_recipe_rules, registry_recipe
-from torchtune_config_writer.compile.validate import check_config, validate_configs
+from torchtune_config_writer.compile.checks.recipe_rules import RULES, check_recipe_rules
+from torchtune_config_writer.compile.registry import registry_recipe
+from torchtune_config_writer.compile.validate import check_config
 
 DELETE = object()
 

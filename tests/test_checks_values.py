@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import enum
 import json
-import math
 import os
 import subprocess
 import sys

@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
+from pathlib import Path, PurePath
 
 from ..errors import BaseConfigNotFoundError, ConfigWriterError, close_matches
 
@@ -103,3 +103,26 @@ def find_config(name: str) -> BuiltinConfig:
         msg += "\n  Closest configs:\n" + "\n".join(f"    - {s}" for s in suggestions)
     msg += "\n  Run `torchtune-config-writer ls` for the full list, or use base_config_file for your own YAML."
     raise BaseConfigNotFoundError(msg)
+
+
+def registry_recipe(recipe: str) -> str:
+    """The registry name of ``recipe`` ('' when unknown); a ``.py`` path counts when its file name is a recipe's."""
+    if not recipe:
+        return ""
+    names = _registry_names()
+    if recipe in names:
+        return recipe
+    if recipe.endswith(".py"):
+        # a copy made with `tune cp` keeps the file name; anything else we cannot tell cheaply
+        return names.get(PurePath(recipe).stem, "")
+    return ""
+
+
+@lru_cache(maxsize=1)
+def _registry_names() -> dict[str, str]:
+    """Registry recipe names, by themselves and by their file stem (``dev/x`` is also ``x``)."""
+    names: dict[str, str] = {}
+    for r in recipes():
+        names.setdefault(r.name, r.name)
+        names.setdefault(PurePath(r.name).name, r.name)
+    return names

@@ -33,7 +33,7 @@ from ...errors import did_you_mean
 from .. import sigcache
 from ..components import accepted_args, import_component, import_error_message, import_torchtune
 from . import Finding
-from .recipe_rules import registry_recipe
+from ..registry import registry_recipe
 
 # ----------------------------------------------------------------------------- what the recipes pass
 

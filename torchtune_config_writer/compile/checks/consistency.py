@@ -31,7 +31,8 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from . import Finding
-from .recipe_rules import UNKNOWN, component, registry_recipe, value
+from ..registry import registry_recipe
+from .recipe_rules import UNKNOWN, component, value
 
 
 @dataclass(frozen=True)

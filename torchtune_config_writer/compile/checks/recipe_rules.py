@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import PurePath
 from typing import Any, Callable, Iterator
 
+from ..registry import registry_recipe
 from ..tree import MISSING, lookup
 from . import Finding
 
@@ -408,28 +408,3 @@ def check_recipe_rules(cfg: dict, recipe: str = "") -> Iterator[Finding]:
         if rule.applies_to(name) and rule.broken(cfg):
             yield Finding(rule.key, f"{rule.message} (torchtune refuses it at start: {rule.cite_for(name)})",
                           rule.warning)
-
-
-def registry_recipe(recipe: str) -> str:
-    """The registry name of ``recipe`` ('' when unknown); a ``.py`` path counts when its file name is a recipe's."""
-    if not recipe:
-        return ""
-    names = _registry_names()
-    if recipe in names:
-        return recipe
-    if recipe.endswith(".py"):
-        # a copy made with `tune cp` keeps the file name; anything else we cannot tell cheaply
-        return names.get(PurePath(recipe).stem, "")
-    return ""
-
-
-@lru_cache(maxsize=1)
-def _registry_names() -> dict[str, str]:
-    """Registry recipe names, by themselves and by their file stem (``dev/x`` is also ``x``)."""
-    from .. import registry
-
-    names: dict[str, str] = {}
-    for r in registry.recipes():
-        names.setdefault(r.name, r.name)
-        names.setdefault(PurePath(r.name).name, r.name)
-    return names
