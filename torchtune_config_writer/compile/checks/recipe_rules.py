@@ -20,7 +20,6 @@ same file name, and no recipe-specific rules otherwise.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import PurePath
 from typing import Any, Callable, Iterator
@@ -28,40 +27,24 @@ from typing import Any, Callable, Iterator
 from ..registry import registry_recipe
 from ..tree import MISSING, lookup
 from . import Finding
+from .value_types import UNRESOLVED, resolve_value
 
 # ----------------------------------------------------------------------------- reading values
 
 
-class _Unknown:
-    """A value we cannot know before the run (an interpolation we do not resolve): no rule fires on it."""
-
-    def __repr__(self) -> str:
-        return "UNKNOWN"
-
-
-UNKNOWN: Any = _Unknown()
-_REF = re.compile(r"^\$\{([\w.]+)\}$")
+#: A value we cannot know before the run (an interpolation that does not resolve): no rule fires on it.
+UNKNOWN = UNRESOLVED
 
 
 def value(cfg: dict, path: str, default: Any = None) -> Any:
     """The value at ``path`` as the recipe reads it: ``default`` when absent, ``UNKNOWN`` when not knowable.
 
-    Plain ``${a.b}`` references are followed (a few hops), since sweeps often
-    point one key at another; anything fancier is left to the run.
+    Interpolations are resolved as the type check resolves them (sweeps often
+    point one key at another); one that points nowhere is the interpolation
+    check's to report, so no rule guesses.
     """
     found = lookup(cfg, path, index_lists=True)
-    for _ in range(8):
-        if not (isinstance(found, str) and "${" in found):
-            break
-        ref = _REF.match(found.strip())
-        if ref is None:
-            return UNKNOWN
-        found = lookup(cfg, ref.group(1), index_lists=True)
-        if found is MISSING:
-            return UNKNOWN  # a reference to nowhere: the interpolation check reports it, no rule should guess
-    else:
-        return UNKNOWN
-    return default if found is MISSING else found
+    return default if found is MISSING else resolve_value(cfg, path, found)
 
 
 def is_on(cfg: dict, path: str) -> bool:
