@@ -57,6 +57,15 @@ LOG_DIR = "logs"
 RESULTS_CSV = "results.csv"
 RESULTS_MD = "results.md"
 LOSS_PLOT = "loss_curves.svg"
+#: The primary metric against each variable (written by ``collect`` when runs were evaluated).
+METRIC_PLOT = "metric_by_variable.svg"
+#: The evaluation configs, one folder per run: ``eval/run_000/epoch_0.lm_eval.yaml`` (Appendix B).
+EVAL_DIR = "eval"
+#: The job-array script of the evaluations (``eval_1.sbatch``... for the other resource groups).
+EVAL_SCRIPT_FILE = "eval.sbatch"
+EVAL_SCRIPT_FILE_N = "eval_{n}.sbatch"
+#: Written into each run's output_dir when it starts and again when it ends.
+METADATA_FILE = "metadata.json"
 #: Where SLURM writes an array task's output (``%A`` job id, ``%a`` task id).
 SLURM_LOG_PATTERN = f"{LOG_DIR}/%A_%a.out"
 #: Set (to 1) in a SLURM task's environment by ``submit --force``: the task may train a completed run again.
@@ -80,6 +89,26 @@ def slurm_log_file(array_job_id: str, task_id: str | int) -> str:
 
 def status_path(exp_dir: str | Path, run_id: str) -> Path:
     return Path(exp_dir) / STATUS_DIR / f"{run_id}.json"
+
+
+def eval_status_path(exp_dir: str | Path, run_id: str) -> Path:
+    """The status record of a run's evaluation: ``status/eval/run_000.json``."""
+    return Path(exp_dir) / STATUS_DIR / EVAL_DIR / f"{run_id}.json"
+
+
+def local_eval_log_file(run_id: str) -> str:
+    """The log of a run's local evaluation: ``logs/run_000.eval.log``."""
+    return f"{LOG_DIR}/{run_id}.eval.log"
+
+
+def eval_config_file(run_id: str, epoch: int, evaluator: str) -> str:
+    """An evaluation config, relative to the experiment directory: ``eval/run_000/epoch_0.lm_eval.yaml``."""
+    return f"{EVAL_DIR}/{run_id}/epoch_{epoch}.{evaluator}.yaml"
+
+
+def eval_result_file(output_dir: str | Path, epoch: int, evaluator: str) -> str:
+    """Where an evaluation writes its result, inside the run's output_dir: ``.../eval/epoch_0/lm_eval.json``."""
+    return str(Path(output_dir) / EVAL_DIR / f"epoch_{epoch}" / f"{evaluator}.json")
 
 
 # ----------------------------------------------------------------------------- states
@@ -162,6 +191,17 @@ class Validation(_Str):
     SKIPPED = "skipped"
 
 
+class Evaluator(_Str):
+    """What an evaluation computes (``evaluation:`` in experiment.yaml)."""
+
+    HELDOUT = "heldout"
+    """Mean per-token loss on a held-out dataset, with torchtune's own components."""
+    LM_EVAL = "lm_eval"
+    """lm-evaluation-harness tasks, on the run's merged weights."""
+    INSPECT = "inspect"
+    """inspect-ai tasks, on the run's weights in Hugging Face format."""
+
+
 # ----------------------------------------------------------------------------- run_mapping.yaml
 
 
@@ -206,6 +246,64 @@ class MemoryRecord:
 
 
 @dataclass(frozen=True)
+class EvalEntry:
+    """One evaluation of a run: an evaluator on one epoch's checkpoint."""
+
+    evaluator: Evaluator
+    epoch: int
+    config: str
+    """Its config, relative to the experiment directory (``eval/run_000/epoch_0.heldout.yaml``)."""
+    result: str
+    """The JSON file it writes (an ``EvalResult``), absolute, inside the run's output_dir."""
+
+    @property
+    def name(self) -> str:
+        """``lm_eval@epoch_0``: how status and logs name it."""
+        return f"{self.evaluator}@epoch_{self.epoch}"
+
+
+@dataclass(frozen=True)
+class EvaluationPlan:
+    """The experiment's ``evaluation:`` settings the execute and results sides need."""
+
+    primary_metric: str | None = None
+    """The metric results rank runs by (``count_mc/acc``); None: the first metric an evaluation reports."""
+    goal: str | None = None
+    """``max`` or ``min``; None: from the metric's name (losses and perplexities are minimized)."""
+    slurm: SlurmPlan | None = None
+    """Resources of the evaluation array tasks; None: the training ones."""
+
+
+@dataclass(frozen=True)
+class TrackingPlan:
+    """The ``tracking:`` settings: where every run (and its evaluation) is logged."""
+
+    backend: str
+    """``mlflow`` or ``wandb``."""
+    experiment: str
+    """MLflow experiment name / W&B group, as resolved at generation."""
+    tracking_uri: str | None = None
+    """MLflow tracking URI (``sqlite:////abs/mlflow.db``, ``http://host:port``)."""
+    project: str | None = None
+    """W&B project."""
+    mode: str | None = None
+    """W&B mode (``online``, ``offline``)."""
+    dir: str | None = None
+    """W&B local directory (absolute)."""
+    tags: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GitInfo:
+    """The git state of the experiment file's repository when the directory was generated."""
+
+    commit: str
+    dirty: bool
+    """True when the repository had uncommitted changes."""
+    root: str
+
+
+@dataclass(frozen=True)
 class RunEntry:
     """One run of the experiment: a row of run_mapping.yaml."""
 
@@ -234,6 +332,10 @@ class RunEntry:
     """SLURM resources in which this run differs from ``RunMapping.slurm`` (empty: the same)."""
     memory: MemoryRecord | None = None
     """Its estimated peak GPU memory (None: on the CPU, not estimated, or written before estimates existed)."""
+    evaluations: tuple[EvalEntry, ...] = ()
+    """What is evaluated after it trains, in order (empty without ``evaluation:``)."""
+    tracking_name: str | None = None
+    """Its run name in the tracking backend (None without ``tracking:``)."""
 
     @property
     def label(self) -> str:
@@ -264,6 +366,12 @@ class RunMapping:
     """Dotted paths set by expressions, per run."""
     seeded: bool = False
     """True when the experiment has ``seeds:`` (results then aggregate over seeds per configuration)."""
+    evaluation: EvaluationPlan | None = None
+    """None when the experiment evaluates nothing."""
+    tracking: TrackingPlan | None = None
+    """None when runs are tracked by nothing but their DiskLogger (or their own metric_logger)."""
+    git: GitInfo | None = None
+    """None when the experiment file is not in a git repository (or git is missing)."""
     format: int = FORMAT
 
     @cached_property
@@ -295,7 +403,7 @@ def run_id(index: int, width: int = 3) -> str:
 
 
 #: Keys a run may lack: added to format 3 later, so older directories still load.
-_OPTIONAL_RUN_KEYS = ("memory",)
+_OPTIONAL_RUN_KEYS = ("memory", "evaluations", "tracking_name")
 _RUN_KEYS = tuple(f.name for f in dataclasses.fields(RunEntry) if f.name not in _OPTIONAL_RUN_KEYS)
 
 
@@ -303,7 +411,15 @@ def _mapping_data(mapping: RunMapping) -> dict[str, Any]:
     data = _plain(mapping)
     data.pop("base_config_file" if mapping.base_config else "base_config")
     order = ["format", "experiment_name", "recipe", "distributed", "base_config", "base_config_file", "created",
-             "tool_version", "variables", "derived", "seeded", "validation", "slurm", "runs"]
+             "tool_version", "git", "variables", "derived", "seeded", "validation", "slurm", "evaluation", "tracking",
+             "runs"]
+    for key in ("git", "evaluation", "tracking"):  # optional sections: absent rather than null
+        if data.get(key) is None:
+            data.pop(key, None)
+    for run in data["runs"]:
+        for key in _OPTIONAL_RUN_KEYS:
+            if run.get(key) in (None, []):
+                run.pop(key, None)
     return {k: data[k] for k in order if k in data}
 
 
@@ -392,6 +508,9 @@ def load_mapping(exp_dir: str | Path) -> RunMapping:
             validation=Validation(data["validation"]), slurm=_build(SlurmPlan, data["slurm"]),
             runs=tuple(_run_entry(r) for r in data["runs"]),
             derived=tuple(str(v) for v in data["derived"]), seeded=bool(data["seeded"]),
+            evaluation=_evaluation_plan(data.get("evaluation")),
+            tracking=None if data.get("tracking") is None else _build(TrackingPlan, data["tracking"]),
+            git=None if data.get("git") is None else _build(GitInfo, data["git"]),
         )
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise ExperimentDirError(
@@ -409,7 +528,18 @@ def _run_entry(data: dict[str, Any]) -> RunEntry:
         name=None if data["name"] is None else str(data["name"]), derived=dict(data["derived"] or {}),
         seed=data["seed"], configuration=int(data["configuration"]), resources=dict(data["resources"] or {}),
         memory=_memory_record(data.get("memory")),
+        evaluations=tuple(EvalEntry(Evaluator(e["evaluator"]), int(e["epoch"]), str(e["config"]), str(e["result"]))
+                          for e in data.get("evaluations") or ()),
+        tracking_name=None if data.get("tracking_name") is None else str(data["tracking_name"]),
     )
+
+
+def _evaluation_plan(data: Any) -> EvaluationPlan | None:
+    if data is None:
+        return None
+    slurm = data.get("slurm")
+    return EvaluationPlan(primary_metric=data.get("primary_metric"), goal=data.get("goal"),
+                          slurm=None if slurm is None else _build(SlurmPlan, slurm))
 
 
 def _memory_record(data: Any) -> MemoryRecord | None:
@@ -438,6 +568,10 @@ class StatusRecord:
     slurm_array_task_id: str | None = None
     log: str | None = None
     """Its log, relative to the experiment directory."""
+    tracking_run_id: str | None = None
+    """The run's id in the tracking backend (MLflow run id, W&B run id), once it started."""
+    evaluations: dict[str, dict[str, Any]] | None = None
+    """Only in an evaluation's record: ``EvalEntry.name`` -> ``{"state", "seconds", "error"}`` per evaluation."""
 
     @property
     def slurm_task(self) -> tuple[str, int] | None:
@@ -461,9 +595,9 @@ class StatusRecord:
         return max(0.0, (end - start).total_seconds())
 
 
-def read_status(exp_dir: str | Path, run_id: str) -> StatusRecord:
-    """The run's status record; a run without a status file is ``pending``."""
-    path = status_path(exp_dir, run_id)
+def read_status(exp_dir: str | Path, run_id: str, *, evaluation: bool = False) -> StatusRecord:
+    """The run's status record (its evaluation's with ``evaluation``); without a status file, ``pending``."""
+    path = eval_status_path(exp_dir, run_id) if evaluation else status_path(exp_dir, run_id)
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
@@ -476,14 +610,15 @@ def read_status(exp_dir: str | Path, run_id: str) -> StatusRecord:
     return _build(StatusRecord, {**data, "run_id": run_id, "state": State(data["state"])})
 
 
-def write_status(exp_dir: str | Path, record: StatusRecord) -> Path:
-    """Write a status record atomically: readers see the old file or the new one, never half of one.
+def write_status(exp_dir: str | Path, record: StatusRecord, *, evaluation: bool = False) -> Path:
+    """Write a status record (an evaluation's with ``evaluation``) atomically: readers see the old file
+    or the new one, never half of one.
 
     >>> write_status(exp, StatusRecord("run_000", State.RUNNING))   # doctest: +SKIP
     """
     if not isinstance(record.state, State):
         raise ValueError(f"state must be a State, got {record.state!r}")
-    path = status_path(exp_dir, record.run_id)
+    path = eval_status_path(exp_dir, record.run_id) if evaluation else status_path(exp_dir, record.run_id)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(_plain(record), indent=1) + "\n")
     return path
@@ -500,10 +635,79 @@ def read_all(exp_dir: str | Path, mapping: RunMapping) -> dict[str, StatusRecord
             for r in sorted(mapping.runs, key=lambda r: r.index)}
 
 
+def read_all_evaluations(exp_dir: str | Path, mapping: RunMapping) -> dict[str, StatusRecord]:
+    """Every evaluated run's evaluation record, keyed by run id (missing files read as pending)."""
+    folder = Path(exp_dir) / STATUS_DIR / EVAL_DIR
+    present = {p.stem for p in folder.glob("*.json")} if folder.is_dir() else set()
+    return {r.run_id: read_status(exp_dir, r.run_id, evaluation=True) if r.run_id in present else StatusRecord(r.run_id)
+            for r in sorted(mapping.runs, key=lambda r: r.index) if r.evaluations}
+
+
 def recorded_run_ids(exp_dir: str | Path) -> set[str]:
     """The runs that have a status record (any state): the ones that ever started."""
     status_dir = Path(exp_dir) / STATUS_DIR
     return {p.stem for p in status_dir.glob("*.json")} if status_dir.is_dir() else set()
+
+
+# ----------------------------------------------------------------------------- evaluation results
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """What one evaluation found: the JSON file at ``EvalEntry.result``.
+
+    Metric names are what results.csv calls its columns: ``heldout_loss``,
+    ``<task>/<metric>`` for lm-eval and inspect-ai (``count_mc/acc``).
+    """
+
+    evaluator: Evaluator
+    epoch: int
+    metrics: dict[str, float]
+    seconds: float | None = None
+    """Wall time of the evaluation itself (model loading excluded when shared)."""
+    checkpoint: str | None = None
+    """The checkpoint folder it evaluated."""
+    details: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """Evaluator-specific extras (token counts, lm-eval versions, inspect log path)."""
+
+
+def write_eval_result(path: str | Path, result: EvalResult) -> Path:
+    """Write an evaluation result atomically (its folder is created)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(_plain(result), indent=1, allow_nan=True) + "\n")
+    return path
+
+
+def read_eval_result(path: str | Path) -> EvalResult | None:
+    """The result at ``path``; None when there is none yet or it cannot be read (never an exception)."""
+    try:
+        data = json.loads(Path(path).read_text())
+        return EvalResult(Evaluator(data["evaluator"]), int(data["epoch"]),
+                          {str(k): float(v) for k, v in data["metrics"].items() if isinstance(v, (int, float))},
+                          data.get("seconds"), data.get("checkpoint"), dict(data.get("details") or {}))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+# ----------------------------------------------------------------------------- metadata.json
+
+
+def write_metadata(output_dir: str | Path, data: Mapping[str, Any]) -> Path:
+    """Write a run's ``metadata.json`` into its output_dir (created if needed), atomically."""
+    path = Path(output_dir) / METADATA_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(_plain(dict(data)), indent=1, default=str) + "\n")
+    return path
+
+
+def read_metadata(output_dir: str | Path) -> dict[str, Any] | None:
+    """A run's ``metadata.json``; None when it has none or it cannot be read."""
+    try:
+        data = json.loads((Path(output_dir) / METADATA_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 # ----------------------------------------------------------------------------- slurm_jobs.yaml
@@ -520,6 +724,8 @@ class JobRecord:
     offset: int
     indices: tuple[int, ...]
     command: str
+    kind: str = "train"
+    """``train``, or ``eval`` for an array of ``eval.sbatch`` (evaluations only)."""
 
     def task_of(self, index: int) -> int:
         return index - self.offset
@@ -535,7 +741,7 @@ def read_jobs(exp_dir: str | Path) -> list[JobRecord]:
         jobs = data.get("jobs") if isinstance(data, dict) else None
         return [JobRecord(str(j["job_id"]), str(j.get("submitted") or ""), str(j.get("array") or ""),
                           int(j.get("offset") or 0), tuple(int(i) for i in j.get("indices") or ()),
-                          str(j.get("command") or ""))
+                          str(j.get("command") or ""), str(j.get("kind") or "train"))
                 for j in jobs or [] if isinstance(j, dict) and j.get("job_id")]
     except Exception as e:  # a damaged file must not hide the runs' states
         raise ExperimentDirError(f"{path}: unreadable ({e}); fix or delete it (it only lists submitted job ids)") from None
@@ -644,12 +850,17 @@ class ScriptGroup:
     indices: tuple[int, ...]
 
 
-def script_groups(mapping: RunMapping) -> list[ScriptGroup]:
+def script_groups(mapping: RunMapping, *, evaluation: bool = False) -> list[ScriptGroup]:
     """The runs grouped by their SLURM resources, in order of first appearance; the first is ``submit.sbatch``.
+
+    With ``evaluation``: the evaluation scripts (``eval.sbatch``, ``eval_1.sbatch``...) of the runs that
+    are evaluated, grouped alike; their resources are ``evaluation.slurm`` where it sets them.
 
     >>> [g.script for g in script_groups(mapping)]                       # doctest: +SKIP
     ['submit.sbatch', 'submit_1.sbatch']
     """
+    if evaluation:
+        return _eval_groups(mapping)
     found: dict[str, tuple[dict[str, Any], list[int]]] = {}
     for run in sorted(mapping.runs, key=lambda r: r.index):
         key = json.dumps(run.resources, sort_keys=True, default=str)
@@ -659,6 +870,23 @@ def script_groups(mapping: RunMapping) -> list[ScriptGroup]:
                     dataclasses.replace(mapping.slurm, **resources), tuple(indices))
         for n, (resources, indices) in enumerate(found.values())
     ]
+
+
+def _eval_groups(mapping: RunMapping) -> list[ScriptGroup]:
+    """Evaluation scripts: the training groups, each with evaluation.slurm's resources (when given) on top."""
+    plan = mapping.evaluation.slurm if mapping.evaluation else None
+    groups = []
+    for n, group in enumerate(script_groups(mapping)):
+        indices = tuple(i for i in group.indices if mapping.by_index[i].evaluations)
+        if not indices:
+            continue
+        resources = group.resources
+        if plan is not None:
+            own = {f.name: getattr(plan, f.name) for f in dataclasses.fields(SlurmPlan)
+                   if getattr(plan, f.name) != getattr(SlurmPlan(), f.name)}
+            resources = dataclasses.replace(resources, **own)
+        groups.append(ScriptGroup(EVAL_SCRIPT_FILE if n == 0 else EVAL_SCRIPT_FILE_N.format(n=n), resources, indices))
+    return groups
 
 
 # ----------------------------------------------------------------------------- parameters, for people
