@@ -255,6 +255,8 @@ class EvalEntry:
     """Its config, relative to the experiment directory (``eval/run_000/epoch_0.heldout.yaml``)."""
     result: str
     """The JSON file it writes (an ``EvalResult``), absolute, inside the run's output_dir."""
+    config_sha256: str = ""
+    """sha256 of the config as written; an evaluation whose config changed since may not run."""
 
     @property
     def name(self) -> str:
@@ -528,8 +530,8 @@ def _run_entry(data: dict[str, Any]) -> RunEntry:
         name=None if data["name"] is None else str(data["name"]), derived=dict(data["derived"] or {}),
         seed=data["seed"], configuration=int(data["configuration"]), resources=dict(data["resources"] or {}),
         memory=_memory_record(data.get("memory")),
-        evaluations=tuple(EvalEntry(Evaluator(e["evaluator"]), int(e["epoch"]), str(e["config"]), str(e["result"]))
-                          for e in data.get("evaluations") or ()),
+        evaluations=tuple(EvalEntry(Evaluator(e["evaluator"]), int(e["epoch"]), str(e["config"]), str(e["result"]),
+                                    str(e.get("config_sha256") or "")) for e in data.get("evaluations") or ()),
         tracking_name=None if data.get("tracking_name") is None else str(data["tracking_name"]),
     )
 
