@@ -21,17 +21,24 @@ import click
 @click.option("--parallel", type=int, default=1, show_default=True, metavar="N",
               help="Runs at a time (on one machine each run competes for the same cores).")
 @click.option("--rerun-failed", is_flag=True, help="Run only the selected runs that failed or were cancelled.")
-@click.option("--force", is_flag=True, help="Also run completed runs (and runs marked running) again.")
-def run_cmd(experiment_dir: Path, runs: str | None, parallel: int, rerun_failed: bool, force: bool) -> None:
-    """Run an experiment directory's configs locally, recording status/ and logs/.
+@click.option("--force", is_flag=True, help="Also run completed runs (and runs marked running) again; with "
+              "--eval-only, evaluate again what already has results.")
+@click.option("--eval-only", is_flag=True, help="Train nothing: evaluate the selected runs whose training completed "
+              "and whose evaluation did not.")
+def run_cmd(experiment_dir: Path, runs: str | None, parallel: int, rerun_failed: bool, force: bool,
+            eval_only: bool) -> None:
+    """Run an experiment directory's configs locally, recording status/ and logs/; each run is evaluated
+    right after it completes when the experiment has an evaluation: section.
 
     Completed runs are skipped. Ctrl-C stops the running runs and records them
-    as cancelled. Exit code 1 when a run failed.
+    as cancelled. Exit code 1 when a run or an evaluation failed.
     """
     from ..execute.runner import run_experiment
 
+    if eval_only and rerun_failed:
+        raise click.UsageError("--eval-only trains nothing, so --rerun-failed has no runs to rerun; use one of them")
     summary = run_experiment(experiment_dir, runs=runs, parallel=parallel, rerun_failed=rerun_failed,
-                             force=force, echo=click.echo)
+                             force=force, eval_only=eval_only, echo=click.echo)
     sys.exit(summary.exit_code)
 
 

@@ -40,8 +40,10 @@ from typing import IO, Any, Callable, Iterable, Iterator
 from ..errors import ConfigWriterError, RunNotRunnableError
 from ..expdir import (
     LOG_DIR, RunEntry, RunMapping, State, StatusRecord, format_parameters, is_recipe_file, load_mapping,
-    local_log_file, read_all, read_status, slurm_log_file, write_status,
+    local_eval_log_file, local_log_file, read_all, read_status, slurm_log_file, write_status,
 )
+from . import evaluation, tracking
+from .metadata import record_metadata
 from .selection import check_all_runnable, check_runnable, find_run, select_runs
 
 #: Environment variable giving torchrun's --nproc_per_node for distributed recipes.
@@ -110,15 +112,19 @@ def _exit_code(returncode: int) -> int:
 
 @dataclass
 class _Child:
-    """A started run: its process, its status record and its open log."""
+    """A started run (or a run's evaluation, with ``evaluation``): its process, status record and open log."""
 
     exp_dir: Path
+    mapping: RunMapping
     run: RunEntry
     proc: subprocess.Popen
     record: StatusRecord
     log: IO | None
+    evaluation: bool = False
     t0: float = field(default_factory=time.monotonic)
     done: bool = False
+    warnings: list[str] = field(default_factory=list)
+    """What went wrong around the run without failing it (tracking, metadata), for the progress line."""
 
     @property
     def run_id(self) -> str:
@@ -133,12 +139,29 @@ class _Child:
         code = _exit_code(self.proc.wait())
         self.record = dataclasses.replace(self.record, state=state or (State.COMPLETED if code == 0 else State.FAILED),
                                           exit_code=code, ended=_now())
+        if self.evaluation:
+            report = evaluation.read_report(evaluation.report_path(self.exp_dir, self.run))
+            self.record = dataclasses.replace(self.record, evaluations=evaluation.evaluation_states(self.run, report))
         if self.log and not self.log.closed:
             self.log.write(f"\n# {self.record.state} with exit code {code} at {self.record.ended}\n")
             self.log.close()
-        write_status(self.exp_dir, self.record)
+        write_status(self.exp_dir, self.record, evaluation=self.evaluation)
         self.done = True
+        self._report_elsewhere()
         return self.record.state
+
+    def _report_elsewhere(self) -> None:
+        """After the status record: metadata.json (training) and the tracking run. Neither may undo the result."""
+        if self.evaluation:
+            train = read_status(self.exp_dir, self.run.run_id)
+            warning = tracking.log_evaluation(self.mapping, self.run, train, evaluation.results_of(self.run))
+        else:
+            warning = record_metadata(self.mapping, self.run, self.record)
+            if warning:
+                self.warnings.append(warning)
+            warning = tracking.end_run(self.mapping, self.run, self.record)
+        if warning:
+            self.warnings.append(warning)
 
     def stop(self) -> str:
         """Stop the child (and its own children) and record ``cancelled``, unless it had already ended."""
@@ -163,13 +186,14 @@ def _kill_group(proc: subprocess.Popen) -> None:
 
 
 def _start(exp_dir: Path, mapping: RunMapping, run: RunEntry, *, capture: bool,
-           nproc_per_node: int | str | None = None, env: dict[str, str] | None = None) -> _Child:
-    """Record ``running`` and start the run's command with cwd = the experiment directory."""
+           nproc_per_node: int | str | None = None, env: dict[str, str] | None = None,
+           evaluation_of: bool = False, force: bool = False) -> _Child:
+    """Record ``running`` and start the run's command (its evaluation's, with ``evaluation_of``) with cwd = the
+    experiment directory. ``force`` (evaluation only): evaluate again what already has a result."""
     rid = run.run_id
-    cmd = build_command(mapping, run, nproc_per_node)
     job, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
     if capture:
-        log_rel = local_log_file(rid)
+        log_rel = local_eval_log_file(rid) if evaluation_of else local_log_file(rid)
     elif job:
         log_rel = slurm_log_file(job, task or "")
     else:
@@ -177,6 +201,18 @@ def _start(exp_dir: Path, mapping: RunMapping, run: RunEntry, *, capture: bool,
     record = StatusRecord(rid, State.RUNNING, started=_now(), host=socket.gethostname(),
                           slurm_job_id=os.environ.get("SLURM_JOB_ID"), slurm_array_job_id=job,
                           slurm_array_task_id=task, log=log_rel)
+    if evaluation_of:
+        report = evaluation.report_path(exp_dir, run)
+        report.unlink(missing_ok=True)  # a report of an earlier attempt must not speak for this one
+        evaluation.drop_stale_results(exp_dir, run)
+        cmd = evaluation.eval_command(run, report, force=force)
+        record = dataclasses.replace(record, evaluations=evaluation.evaluation_states(run, {}))
+    else:
+        cmd = build_command(mapping, run, nproc_per_node)
+        tracked = tracking.start_run(mapping, run)  # raises, clearly, before anything started
+        if tracked is not None:
+            env = {**(env if env is not None else os.environ), **tracked.env}
+            record = dataclasses.replace(record, tracking_run_id=tracked.run_id)
     log = None
     if capture:
         (exp_dir / LOG_DIR).mkdir(exist_ok=True)
@@ -184,7 +220,9 @@ def _start(exp_dir: Path, mapping: RunMapping, run: RunEntry, *, capture: bool,
         log.write(f"# {shlex.join(cmd)}\n# cwd {exp_dir}\n# started {record.started} on {record.host}\n")
     else:
         print(f"# {shlex.join(cmd)}", flush=True)  # the task's log says what ran, as a local run's log does
-    write_status(exp_dir, record)
+    write_status(exp_dir, record, evaluation=evaluation_of)
+    if not evaluation_of:
+        record_metadata(mapping, run, record)  # a failure here shows again, as a warning, when the run ends
     try:
         proc = subprocess.Popen(
             cmd, cwd=exp_dir, stdin=subprocess.DEVNULL, env=env,
@@ -197,10 +235,10 @@ def _start(exp_dir: Path, mapping: RunMapping, run: RunEntry, *, capture: bool,
         if log:
             log.write(f"# could not start {cmd[0]}: {e}\n")
             log.close()
-        write_status(exp_dir, record)
+        write_status(exp_dir, record, evaluation=evaluation_of)
         raise ConfigWriterError(f"{rid}: could not start `{shlex.join(cmd)}`: {e}; is torchtune installed in "
                                 f"{sys.prefix}?") from None
-    return _Child(exp_dir, run, proc, record, log)
+    return _Child(exp_dir, mapping, run, proc, record, log, evaluation=evaluation_of)
 
 
 class _Signals:
@@ -279,15 +317,41 @@ def run_one(exp_dir: str | Path, index: int | str, *, nproc_per_node: int | str 
             f"{run.run_id} already completed (ended {record.ended}); its checkpoints and logs are kept. "
             "To train it again, use --force (run or submit)."
         )
+    return _run_to_end(exp, mapping, run, capture_output, nproc_per_node=nproc_per_node)
+
+
+def run_eval_one(exp_dir: str | Path, index: int | str, *, force: bool = False,
+                 capture_output: bool | None = None) -> int:
+    """Evaluate one run (by index or run id) whose training completed; return the evaluation's exit code.
+
+    Refuses (``RunNotRunnableError``, saying why) a run without evaluations, one whose training did not
+    complete, or whose evaluation configs changed since validation. Evaluations that already have a
+    result are not repeated unless ``force``. Records ``status/eval/run_NNN.json``; output goes to
+    ``logs/run_NNN.eval.log`` (inside SLURM, the task's own log). What each SLURM evaluation task runs.
+
+    >>> run_eval_one("outputs/tiny_rank_lr", 3)      # doctest: +SKIP
+    0
+    """
+    exp = Path(exp_dir).resolve()
+    mapping = load_mapping(exp)
+    run = find_run(mapping, index)
+    evaluation.check_evaluable(exp, run)
+    return _run_to_end(exp, mapping, run, capture_output, evaluation_of=True, force=force)
+
+
+def _run_to_end(exp: Path, mapping: RunMapping, run: RunEntry, capture_output: bool | None, **start: Any) -> int:
+    """Start one child (a training or an evaluation), wait for it and record it; on a signal stop it and record that."""
     capture = capture_output if capture_output is not None else "SLURM_JOB_ID" not in os.environ
     child = None
     with _Signals() as signals:
         try:
             with signals.held():
-                child = _start(exp, mapping, run, capture=capture, nproc_per_node=nproc_per_node)
+                child = _start(exp, mapping, run, capture=capture, **start)
             child.proc.wait()
             with signals.held():
                 child.finish()
+            for warning in child.warnings:
+                print(f"warning: {warning}", file=sys.stderr, flush=True)
             return child.record.exit_code
         except (KeyboardInterrupt, _Interrupted) as e:
             signals.hold_from_now()
@@ -302,7 +366,7 @@ def _signum(exc: BaseException) -> int:
 
 @dataclass
 class RunSummary:
-    """What ``run_experiment`` did; ``exit_code`` is 0 only when no run failed or was cancelled."""
+    """What ``run_experiment`` did; ``exit_code`` is 0 only when no run (nor evaluation) failed or was cancelled."""
 
     total: int
     completed: list[str] = field(default_factory=list)
@@ -311,13 +375,17 @@ class RunSummary:
     not_started: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     """Selected but not run: already completed (or running elsewhere)."""
+    evaluated: list[str] = field(default_factory=list)
+    """Runs whose evaluation completed."""
+    eval_failed: list[str] = field(default_factory=list)
+    """Runs whose evaluation failed or was cancelled."""
     interrupted_by: int | None = None
 
     @property
     def exit_code(self) -> int:
         if self.interrupted_by:
             return 128 + self.interrupted_by
-        return 1 if (self.failed or self.cancelled) else 0
+        return 1 if (self.failed or self.cancelled or self.eval_failed) else 0
 
 
 def plan_runs(exp_dir: str | Path, runs: str | Iterable[int] | None = None, *, rerun_failed: bool = False,
@@ -347,15 +415,44 @@ def plan_runs(exp_dir: str | Path, runs: str | Iterable[int] | None = None, *, r
     return todo, skipped
 
 
+def plan_evaluations(exp_dir: str | Path, runs: str | Iterable[int] | None = None, *, force: bool = False,
+                     mapping: RunMapping | None = None) -> tuple[list[RunEntry], dict[str, str]]:
+    """Which selected runs ``run --eval-only`` evaluates, and why each of the others is not (run id -> reason).
+
+    A run is evaluated when its training completed and some evaluation has no result yet (every
+    evaluation again with ``force``). Raises ``RunNotRunnableError`` when the experiment evaluates nothing.
+    """
+    exp = Path(exp_dir)
+    mapping = mapping or load_mapping(exp)
+    if not any(r.evaluations for r in mapping.runs):
+        raise RunNotRunnableError("this experiment evaluates nothing: add an evaluation: section to the experiment "
+                                  "file and generate it again (into a new directory if its runs have trained)")
+    todo, skipped = [], {}
+    for run in select_runs(mapping, runs):
+        try:
+            evaluation.check_evaluable(exp, run)
+        except RunNotRunnableError as e:
+            skipped[run.run_id] = str(e).removeprefix(f"{run.run_id} ").removeprefix(f"{run.run_id}: ")
+            continue
+        if evaluation.needs_evaluation(exp, run, force=force):
+            todo.append(run)
+        else:
+            skipped[run.run_id] = "already evaluated (--force evaluates it again)"
+    return todo, skipped
+
+
 def run_experiment(exp_dir: str | Path, runs: str | Iterable[int] | None = None, parallel: int = 1,
-                   rerun_failed: bool = False, force: bool = False,
+                   rerun_failed: bool = False, force: bool = False, eval_only: bool = False,
                    echo: Callable[[str], None] | None = None) -> RunSummary:
-    """Run the selected runs locally, ``parallel`` at a time, and return a summary.
+    """Run the selected runs locally, ``parallel`` at a time, evaluate each right after it completes,
+    and return a summary.
 
     Every run to start is checked first (``check_runnable``): if any may not
-    run, nothing starts and ``RunNotRunnableError`` lists them all. On Ctrl-C
-    or SIGTERM the running runs are stopped and recorded ``cancelled``; runs
-    not started keep their status. Progress lines go to ``echo`` (default print).
+    run, nothing starts and ``RunNotRunnableError`` lists them all. A run that
+    fails is not evaluated (its line says so). ``eval_only`` trains nothing: it
+    evaluates the selected runs whose training completed. On Ctrl-C or SIGTERM
+    the running children are stopped and recorded ``cancelled``; runs not
+    started keep their status. Progress lines go to ``echo`` (default print).
 
     >>> run_experiment("outputs/tiny_rank_lr", runs="0-1", parallel=2).completed   # doctest: +SKIP
     ['run_000', 'run_001']
@@ -365,33 +462,46 @@ def run_experiment(exp_dir: str | Path, runs: str | Iterable[int] | None = None,
         raise ConfigWriterError(f"--parallel must be at least 1, got {parallel}")
     exp = Path(exp_dir).resolve()
     mapping = load_mapping(exp)
-    todo, skipped = plan_runs(exp, runs, rerun_failed=rerun_failed, force=force, mapping=mapping)
-    check_all_runnable(exp, todo, "so none was started")
+    if eval_only:
+        todo, skipped = plan_evaluations(exp, runs, force=force, mapping=mapping)
+    else:
+        todo, skipped = plan_runs(exp, runs, rerun_failed=rerun_failed, force=force, mapping=mapping)
+        check_all_runnable(exp, todo, "so none was started")
+    if mapping.tracking is not None and todo and not eval_only:
+        tracking.check_reachable(mapping.tracking)  # once, before anything starts
     summary = RunSummary(total=len(todo), skipped=list(skipped))
     for rid, why in skipped.items():
         say(f"skip {rid}: {why}")
     if not todo:
-        say("nothing to run")
+        say("nothing to evaluate" if eval_only else "nothing to run")
         return summary
-    say(f"running {len(todo)} run(s) of {mapping.experiment_name}, {parallel} at a time; "
-        f"logs in {exp / LOG_DIR}")
+    evaluated = sum(bool(r.evaluations) for r in todo)
+    say(f"{'evaluating' if eval_only else 'running'} {len(todo)} run(s) of {mapping.experiment_name}, "
+        f"{parallel} at a time" + (f", each evaluated when it completes" if evaluated and not eval_only else "")
+        + f"; logs in {exp / LOG_DIR}")
     env = _thread_env(parallel)
-    queue, active = list(todo), []
+    # (run, evaluate?) in order; a completed training puts its evaluation first, so results come early
+    queue: list[tuple[RunEntry, bool]] = [(r, eval_only) for r in todo]
+    active: list[_Child] = []
     with _Signals() as signals:
         try:
             while queue or active:
                 while queue and len(active) < parallel:
                     with signals.held():
-                        run = queue.pop(0)
-                        active.append(_start(exp, mapping, run, capture=True, env=env))
-                    say(f"  started {run.run_id}  {format_parameters(run.parameters, sep=' ')}")
+                        run, is_eval = queue.pop(0)
+                        active.append(_start(exp, mapping, run, capture=True, env=env, evaluation_of=is_eval,
+                                             force=force and eval_only))
+                    say(f"  {'evaluating' if is_eval else 'started'} {run.run_id}  "
+                        + (f"({len(run.evaluations)} evaluation(s))" if is_eval
+                           else format_parameters(run.parameters, sep=' ')))
                 for child in [c for c in active if c.proc.poll() is not None]:
                     with signals.held():
                         state = child.finish()
                         active.remove(child)
-                        getattr(summary, state.value).append(child.run_id)
-                    done = len(summary.completed) + len(summary.failed)
-                    say(f"[{done}/{len(todo)}] {child.run_id} {state} in {child.elapsed:.1f} s" + _why(exp, child))
+                        _count(summary, child, state)
+                        if not child.evaluation and state == State.COMPLETED and child.run.evaluations:
+                            queue.insert(0, (child.run, True))
+                    say(_progress(exp, summary, child, len(todo)))
                 time.sleep(_POLL_S)
         except BaseException as e:
             # Whatever stopped the loop, no child outlives it and no run stays `running`.
@@ -402,12 +512,33 @@ def run_experiment(exp_dir: str | Path, runs: str | Iterable[int] | None = None,
                 say(f"\ninterrupted by {signal.Signals(summary.interrupted_by).name}: stopping {len(active)} run(s)")
             for child in active:
                 if not child.done:
-                    getattr(summary, child.stop().value).append(child.run_id)
-            summary.not_started = [r.run_id for r in queue]
+                    _count(summary, child, child.stop())
+            summary.not_started = [r.run_id for r, is_eval in queue if is_eval == eval_only]
             if not interrupted:
                 raise
-    say(_summary_line(summary))
+    say(_summary_line(summary, eval_only))
     return summary
+
+
+def _count(summary: RunSummary, child: _Child, state: State) -> None:
+    if child.evaluation:
+        (summary.evaluated if state == State.COMPLETED else summary.eval_failed).append(child.run_id)
+    else:
+        getattr(summary, state.value).append(child.run_id)
+
+
+def _progress(exp: Path, summary: RunSummary, child: _Child, total: int) -> str:
+    """The line printed when a child ends: training state or evaluation metrics, and why it failed."""
+    rid, state = child.run_id, child.record.state
+    if child.evaluation:
+        line = f"  {rid} evaluated in {child.elapsed:.1f} s: {evaluation.summary_line(child.run) or 'no metrics'}" \
+            if state == State.COMPLETED else f"  {rid} evaluation {state} in {child.elapsed:.1f} s" + _why(exp, child)
+    else:
+        done = len(summary.completed) + len(summary.failed)
+        line = f"[{done}/{total}] {rid} {state} in {child.elapsed:.1f} s" + _why(exp, child)
+        if state != State.COMPLETED and child.run.evaluations:
+            line += "; not evaluated (its training did not complete)"
+    return line + "".join(f"\n  warning: {w}" for w in child.warnings)
 
 
 def _thread_env(parallel: int) -> dict[str, str] | None:
@@ -437,8 +568,10 @@ def _why(exp: Path, child: _Child) -> str:
     return f" (exit {record.exit_code}, see {record.log}){last}"
 
 
-def _summary_line(s: RunSummary) -> str:
-    parts = [f"{len(s.completed)} completed", f"{len(s.failed)} failed"]
+def _summary_line(s: RunSummary, eval_only: bool = False) -> str:
+    parts = [] if eval_only else [f"{len(s.completed)} completed", f"{len(s.failed)} failed"]
+    if s.evaluated or s.eval_failed:
+        parts.append(f"{len(s.evaluated)} evaluated" + (f", {len(s.eval_failed)} evaluation(s) failed" if s.eval_failed else ""))
     if s.cancelled:
         parts.append(f"{len(s.cancelled)} cancelled")
     if s.not_started:
@@ -448,4 +581,7 @@ def _summary_line(s: RunSummary) -> str:
     line = "summary: " + ", ".join(parts)
     if s.failed:
         line += f"\nfailed: {', '.join(s.failed)}; after fixing the cause, rerun them with --rerun-failed"
+    if s.eval_failed:
+        line += (f"\nevaluation failed: {', '.join(s.eval_failed)} (see logs/<run>.eval.log); after fixing the cause, "
+                 "evaluate them again with --eval-only (their training is kept)")
     return line
