@@ -288,6 +288,8 @@ class TrackingPlan:
     """MLflow tracking URI (``sqlite:////abs/mlflow.db``, ``http://host:port``)."""
     project: str | None = None
     """W&B project."""
+    entity: str | None = None
+    """W&B entity (team or user)."""
     mode: str | None = None
     """W&B mode (``online``, ``offline``)."""
     dir: str | None = None

@@ -20,16 +20,20 @@ from typing import Any
 
 from .. import __version__
 from ..errors import SweepError, TorchtuneValidationError
-from ..expdir import REPORT_FILE, RUNS_DIR, SlurmPlan, Validation, config_file, format_parameters, is_recipe_file
+from ..expdir import (
+    REPORT_FILE, RUNS_DIR, SlurmPlan, TrackingPlan, Validation, config_file, format_parameters, is_recipe_file,
+)
 from .expressions import check_names, compile_expression, has_template
 from .keys import Key, Setting, check_conflicts, check_nested, resolve_key
 from .loaders import BaseConfig, load_base_config
+from .evaluation import EvalConfig, plan_evaluations
 from .memory import Budget, MemoryEstimate, budget_of, estimate_runs, memory_problems
 from .merge import apply
 from .plan import Counts, PlannedRun, build_plan, refuse_output_dir, resolve_axes, resolve_computed
 from .render import Renderer
 from .sbatch import plan_resources
 from .sweep import canonical
+from .tracking import NAME_KEY, logger_section, run_names, tracking_plan
 from .schema import Experiment, SlurmSettings, load_experiment, to_plain
 from .yamlio import comment_text
 from .checks.paths import anchor_inputs, anchor_value, path_warnings
@@ -63,6 +67,8 @@ class RunResult:
     problems: list[str] = field(default_factory=list)
     memory: MemoryEstimate | None = None
     """Estimated peak GPU memory per device (Appendix H); None for runs on the CPU or not validated."""
+    tracking_name: str | None = None
+    """Its run name in the tracking backend (None without ``tracking:``)."""
     text: str = field(default="", repr=False)
     plain: dict = field(default_factory=dict, repr=False)
     """The config as a plain dict, sharing unchanged parts with the other runs: read it, never change it."""
@@ -107,6 +113,10 @@ class GenerationResult:
     """Likely mistakes that are not errors (e.g. an exclude rule that matches no value)."""
     memory_budget: Budget | None = None
     """The ``hardware:`` GPU memory every run's estimate was checked against (None: no check)."""
+    evaluations: dict[str, list[EvalConfig]] = field(default_factory=dict)
+    """Run id -> its evaluation configs (empty without ``evaluation:``)."""
+    tracking: TrackingPlan | None = None
+    """The resolved ``tracking:`` section (None without one)."""
 
     @property
     def ok(self) -> bool:
@@ -139,6 +149,8 @@ def generate_configs(
         check_run_dirs([r.output_dir for r in result.runs], experiment_dir)
     if validate:
         _validate(result)
+    else:
+        result.evaluations = plan_evaluations(result)[0]
     if write:
         write_experiment_dir(result, force)
     if strict and result.problems:
@@ -164,6 +176,10 @@ def _validate(result: GenerationResult) -> None:
         run.memory = estimate
     result.memory_budget = budget_of(result)
     found += memory_problems(result, estimates)
+    result.validated = True
+    result.problems = [p for p in found if not p.warning]  # the evaluation checks skip runs that failed already
+    result.evaluations, eval_found = plan_evaluations(result)
+    found += eval_found
     result.problems = [p for p in found if not p.warning]
     result.warnings = [p for p in found if p.warning]
     by_run: dict[str, list[str]] = {}
@@ -172,7 +188,6 @@ def _validate(result: GenerationResult) -> None:
     for run in result.runs:
         run.problems = by_run.get(run.run_id, [])
         run.validation = Validation.FAILED if run.problems else Validation.PASSED
-    result.validated = True
 
 
 def compile_experiment(exp: Experiment, experiment_dir: Path) -> GenerationResult:
@@ -191,6 +206,13 @@ def compile_experiment(exp: Experiment, experiment_dir: Path) -> GenerationResul
         else:
             apply(template, key, value)
 
+    tracking = tracking_plan(exp, experiment_dir)
+    if tracking is not None:
+        if "metric_logger" in exp.controls:
+            raise SweepError(f"{exp.where('controls', 'metric_logger')}: metric_logger is set by the tracking: section "
+                             "(torchtune's MLflow or W&B logger); remove controls.metric_logger, or remove tracking:")
+        apply(template, Key("metric_logger", ("metric_logger",), "set" if "metric_logger" in template else "add"),
+              logger_section(tracking))
     anchored = anchor_inputs(template, exp.base_dir, experiment_dir)
     axes, axis_keys = resolve_axes(exp, template)
     computed = resolve_computed(exp, template, expression_controls)
@@ -207,9 +229,11 @@ def compile_experiment(exp: Experiment, experiment_dir: Path) -> GenerationResul
         template["output_dir"] = str(plan.runs[0].output_dir)
         _mark_output_dir(template)
     renderer = Renderer(template)
+    names = run_names(exp, plan.runs) if tracking is not None else [None] * len(plan.runs)
+    name_key = Key("metric_logger", ("metric_logger", NAME_KEY[tracking.backend]), "add") if tracking else None
     runs = []
-    for p in plan.runs:
-        overrides = []
+    for p, tracking_name in zip(plan.runs, names):
+        overrides = [(name_key, tracking_name)] if name_key else []
         for key, value in p.overrides:
             value, note = anchor_value(key.path, value, exp.base_dir, experiment_dir)
             overrides.append((key, value))
@@ -230,6 +254,7 @@ def compile_experiment(exp: Experiment, experiment_dir: Path) -> GenerationResul
                 configuration=p.configuration,
                 text=_header(exp, base, p) + text,
                 plain=config,
+                tracking_name=tracking_name,
             )
         )
     _refuse_collisions(runs, [a.key.path for a in axis_keys] + [c.key.path for c in computed])
@@ -253,6 +278,7 @@ def compile_experiment(exp: Experiment, experiment_dir: Path) -> GenerationResul
         validated=False,
         notes=anchored + ([slurm_note] if slurm_note else []),
         cautions=plan.notes,
+        tracking=tracking,
     )
 
 

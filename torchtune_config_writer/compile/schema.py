@@ -124,6 +124,137 @@ class HardwareSettings(_Strict):
         return gpu_memory_gib(self.gpu) if self.gpu else self.gpu_memory_gb
 
 
+class HeldoutSettings(_Strict):
+    """Held-out loss: the run's own model, dataset component and loss on data it did not train on."""
+
+    data_files: str | None = None
+    """The held-out data (relative to the experiment file); fills the run's dataset component's ``data_files``."""
+    dataset: dict[str, Any] | None = None
+    """A whole dataset component instead (``_component_`` and its arguments), for data of another shape."""
+    split: str | None = None
+    """The split to read (default: the run's dataset's)."""
+    batch_size: int = Field(8, ge=1)
+    limit: int | None = Field(None, ge=1)
+    """At most this many records (default: all)."""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "HeldoutSettings":
+        if (self.data_files is None) == (self.dataset is None):
+            raise ValueError("give data_files (a held-out file for the run's own dataset component) or dataset "
+                             "(a whole dataset component), exactly one")
+        if self.dataset is not None and "_component_" not in self.dataset:
+            raise ValueError("dataset needs a _component_, e.g. {_component_: torchtune.datasets.alpaca_dataset, "
+                             "source: json, data_files: heldout.json}")
+        return self
+
+
+class LmEvalSettings(_Strict):
+    """lm-evaluation-harness tasks, through the harness's own evaluator and metrics."""
+
+    tasks: list[str] = Field(min_length=1)
+    """Task names: the harness's own, or ``task:`` names of YAML files under ``include_path``."""
+    include_path: str | None = None
+    """A folder of local task YAMLs (relative to the experiment file)."""
+    limit: float | None = Field(None, gt=0)
+    """At most this many items per task (a fraction below 1: that share of them)."""
+    batch_size: int = Field(8, ge=1)
+    max_seq_length: int | None = Field(None, ge=1)
+    """Context length; default the run's tokenizer.max_seq_len, else its model's max_seq_len."""
+    enable_kv_cache: bool = True
+
+
+class InspectSettings(_Strict):
+    """inspect-ai tasks (``file.py@task``), on the run's weights in Hugging Face format."""
+
+    tasks: list[str] = Field(min_length=1)
+    """``path/to/file.py@task_name`` (the path relative to the experiment file)."""
+    limit: int | None = Field(None, ge=1)
+    model_args: dict[str, Any] = Field(default_factory=dict)
+    """More ``-M key=value`` arguments for inspect's ``hf/`` model."""
+
+
+class EvaluationSlurm(_Strict):
+    """Resources of the evaluation array tasks (default: the training ones)."""
+
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    time: str | None = None
+    gpus_per_run: int | None = Field(None, ge=0)
+    cpus_per_task: int | None = Field(None, ge=1)
+    mem: str | None = None
+    constraint: str | None = None
+
+    _check_time = field_validator("time")(SlurmSettings._check_time.__func__)
+
+
+class EvaluationSettings(_Strict):
+    """What to evaluate after each run trains; every (run, epoch, evaluator) gets a validated config under eval/."""
+
+    epochs: Literal["last", "all"] | list[int] = "last"
+    """Which epoch checkpoints: ``last``, ``all``, or a list of epoch numbers (0-based, as torchtune's ``epoch_N``)."""
+    heldout: HeldoutSettings | None = None
+    lm_eval: LmEvalSettings | None = None
+    inspect: InspectSettings | None = None
+    primary_metric: str | None = None
+    """The metric results rank runs by (``count_mc/acc``, ``heldout_loss``); default the first one reported."""
+    goal: Literal["max", "min"] | None = None
+    """Whether the primary metric is better high or low; default from its name (losses are minimized)."""
+    slurm: EvaluationSlurm | None = None
+    """Resources of the evaluation tasks on SLURM (default: the training ones)."""
+
+    @field_validator("epochs")
+    @classmethod
+    def _epochs(cls, v: Any) -> Any:
+        if isinstance(v, list):
+            if not v:
+                raise ValueError("epochs is empty; write last, all, or a list such as [0, 2]")
+            if any(e < 0 for e in v) or len(set(v)) != len(v):
+                raise ValueError(f"epochs {v}: list each epoch once, counting from 0 (torchtune saves epoch_0, epoch_1...)")
+        return v
+
+    @model_validator(mode="after")
+    def _something(self) -> "EvaluationSettings":
+        if not (self.heldout or self.lm_eval or self.inspect):
+            raise ValueError("nothing to evaluate: add heldout (data_files: ...), lm_eval (tasks: [...]) or "
+                             "inspect (tasks: [file.py@task])")
+        return self
+
+
+class TrackingSettings(_Strict):
+    """Log every run, and its evaluation, to MLflow or Weights & Biases."""
+
+    backend: Literal["mlflow", "wandb"]
+    tracking_uri: str | None = None
+    """MLflow: ``sqlite:///mlflow.db`` (relative to the experiment file), ``http://host:5000``...; default MLflow's own."""
+    project: str | None = None
+    """W&B project (required for wandb)."""
+    entity: str | None = None
+    """W&B entity (team or user)."""
+    mode: Literal["online", "offline"] | None = None
+    """W&B mode; offline writes files that ``wandb sync`` uploads later."""
+    dir: str | None = None
+    """W&B's local folder (relative to the experiment file); default ``<experiment_dir>/wandb``."""
+    experiment: str = "{{ experiment_name }}"
+    """MLflow experiment / W&B group (may read experiment_name, timestamp, date)."""
+    run_name: str = "{{ run_name }}"
+    """Each run's name there (may read run_id, run_name, and the run's variables)."""
+    tags: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _backend_keys(self) -> "TrackingSettings":
+        if self.backend == "wandb":
+            if not self.project:
+                raise ValueError("wandb needs a project: add project: <name>")
+            if self.tracking_uri:
+                raise ValueError("tracking_uri is MLflow's; W&B takes project (and entity, mode)")
+        else:
+            for key in ("project", "entity", "mode", "dir"):
+                if getattr(self, key) is not None:
+                    raise ValueError(f"{key} is a W&B setting; MLflow takes tracking_uri and experiment")
+        return self
+
+
 class Distribution(_Strict):
     """How ``sample`` draws one key: exactly one of these."""
 
@@ -223,6 +354,10 @@ class Experiment(_Strict):
     """The job arrays' settings; resources may be per-run expressions."""
     hardware: HardwareSettings | None = None
     """The GPU of each run; with it, a run whose estimated peak memory exceeds the GPU's is an error."""
+    evaluation: EvaluationSettings | None = None
+    """Evaluate every run after it trains: held-out loss, lm-eval and inspect-ai tasks."""
+    tracking: TrackingSettings | None = None
+    """Log every run and its evaluation to MLflow or W&B."""
 
     slurm_expressions: dict[str, str] = Field(default_factory=dict, exclude=True)
     """``slurm:`` values that are expressions (evaluated per run); ``slurm`` holds the rest."""
@@ -338,7 +473,7 @@ def _check_language(exp: Experiment) -> None:
 PRESETS_DIR = Path(__file__).parent / "presets"
 
 # Sections whose keys merge across included files (a later file wins per key); any other value is replaced.
-_MERGED_SECTIONS = ("variables", "controls", "derived", "output", "slurm", "sample", "hardware")
+_MERGED_SECTIONS = ("variables", "controls", "derived", "output", "slurm", "sample", "hardware", "evaluation", "tracking")
 
 
 def presets() -> dict[str, Path]:

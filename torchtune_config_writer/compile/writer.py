@@ -9,10 +9,12 @@ so a directory exists whole or not at all. The run table is an
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import re
 import shutil
+import subprocess
 import tempfile
 from datetime import datetime
 from pathlib import Path
@@ -21,14 +23,16 @@ from typing import TYPE_CHECKING, Any
 from .. import __version__
 from ..errors import ExperimentDirError
 from ..expdir import (
-    CONFIGS_DIR, EXPERIMENT_FILE, MAPPING_FILE, RESOLVED_EXPERIMENT_FILE, REPORT_FILE, RUNS_DIR, MetricLog, RunEntry, RunMapping,
-    Validation, config_file, format_parameters, recorded_run_ids, write_mapping,
+    CONFIGS_DIR, EXPERIMENT_FILE, MAPPING_FILE, RESOLVED_EXPERIMENT_FILE, REPORT_FILE, RUNS_DIR, EvalEntry,
+    EvaluationPlan, GitInfo, MetricLog, RunEntry, RunMapping, SlurmPlan, Validation, config_file, format_parameters,
+    recorded_run_ids, write_mapping,
 )
 from .sbatch import write_submit_scripts
 from .yamlio import dump
 
 if TYPE_CHECKING:
     from .compiler import GenerationResult
+    from .evaluation import EvalConfig
     from .schema import Experiment
     from .validate import Problem
 
@@ -116,6 +120,7 @@ def _write_files(result: GenerationResult, root: Path) -> None:
         check_written(run.run_id, run.text, run.plain)  # torchtune must read what was validated, or nothing is written
         data = run.text.encode()
         (root / config_file(run.run_id)).write_bytes(data)
+        evaluations = _write_eval_configs(root, result.evaluations.get(run.run_id, []))
         runs.append(RunEntry(
             run_id=run.run_id, index=run.index, config=config_file(run.run_id),
             config_sha256=hashlib.sha256(data).hexdigest(), output_dir=str(run.output_dir),
@@ -124,6 +129,7 @@ def _write_files(result: GenerationResult, root: Path) -> None:
             name=run.name, derived=run.derived, seed=run.seed, configuration=run.configuration,
             resources=run.resources,
             memory=None if run.memory is None else run.memory.record(result.memory_budget),
+            evaluations=evaluations, tracking_name=run.tracking_name,
         ))
     mapping = RunMapping(
         experiment_name=exp.experiment_name,
@@ -140,11 +146,58 @@ def _write_files(result: GenerationResult, root: Path) -> None:
             Validation.FAILED if result.problems else Validation.PASSED),
         slurm=result.slurm,
         runs=tuple(runs),
+        evaluation=_evaluation_plan(exp),
+        tracking=result.tracking,
+        git=git_info(exp.source_path.parent if exp.source_path else None),
     )
     write_mapping(root, mapping)
     (root / REPORT_FILE).write_text(validation_report(result))
     # ``root`` is a temporary directory renamed into place afterwards: the script names no path.
     write_submit_scripts(root, mapping, result.slurm_settings)
+
+
+def _write_eval_configs(root: Path, configs: list[EvalConfig]) -> tuple[EvalEntry, ...]:
+    """Write a run's evaluation configs; return their run_mapping entries, each with its file's sha256."""
+    entries = []
+    for ev in configs:
+        data = ev.text.encode()
+        path = root / ev.entry.config
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        entries.append(dataclasses.replace(ev.entry, config_sha256=hashlib.sha256(data).hexdigest()))
+    return tuple(entries)
+
+
+def _evaluation_plan(exp: Experiment) -> EvaluationPlan | None:
+    settings = exp.evaluation
+    if settings is None:
+        return None
+    slurm = None
+    if settings.slurm is not None:
+        given = settings.slurm.model_dump(exclude_none=True)
+        slurm = SlurmPlan(**{k: v for k, v in given.items() if k in {f.name for f in dataclasses.fields(SlurmPlan)}})
+    return EvaluationPlan(primary_metric=settings.primary_metric, goal=settings.goal, slurm=slurm)
+
+
+def git_info(directory: Path | None) -> GitInfo | None:
+    """The commit (and whether there are uncommitted changes) of the git repository holding ``directory``;
+    None outside a repository or without git. Recorded so that a result can be traced to the code that made it."""
+    git = shutil.which("git")
+    if directory is None or git is None:
+        return None
+
+    def ask(*args: str) -> str | None:
+        try:
+            proc = subprocess.run([git, "-C", str(directory), *args], capture_output=True, text=True, timeout=20)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return proc.stdout.strip() if proc.returncode == 0 else None
+
+    commit = ask("rev-parse", "HEAD")
+    if not commit:
+        return None
+    status = ask("status", "--porcelain", "--untracked-files=no")
+    return GitInfo(commit=commit, dirty=bool(status), root=ask("rev-parse", "--show-toplevel") or str(directory))
 
 
 _OUTPUT_DIR_REF = re.compile(r"\$\{\s*output_dir\s*\}")
