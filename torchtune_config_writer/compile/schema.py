@@ -233,8 +233,6 @@ class TrackingSettings(_Strict):
     """W&B entity (team or user)."""
     mode: Literal["online", "offline"] | None = None
     """W&B mode; offline writes files that ``wandb sync`` uploads later."""
-    dir: str | None = None
-    """W&B's local folder (relative to the experiment file); default ``<experiment_dir>/wandb``."""
     experiment: str = "{{ experiment_name }}"
     """MLflow experiment / W&B group (may read experiment_name, timestamp, date)."""
     run_name: str = "{{ run_name }}"
@@ -249,7 +247,7 @@ class TrackingSettings(_Strict):
             if self.tracking_uri:
                 raise ValueError("tracking_uri is MLflow's; W&B takes project (and entity, mode)")
         else:
-            for key in ("project", "entity", "mode", "dir"):
+            for key in ("project", "entity", "mode"):
                 if getattr(self, key) is not None:
                     raise ValueError(f"{key} is a W&B setting; MLflow takes tracking_uri and experiment")
         return self

@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 
 MLFLOW_LOGGER = "torchtune.training.metric_logging.MLFlowLogger"
 WANDB_LOGGER = "torchtune.training.metric_logging.WandBLogger"
+#: Where W&B writes a run's files: in the run's own folder (offline runs are uploaded from there by `wandb sync`).
+WANDB_DIR = "${output_dir}/wandb"
 #: The key of each logger that names the run.
 NAME_KEY = {"mlflow": "run_name", "wandb": "name"}
 
@@ -44,9 +46,8 @@ def tracking_plan(exp: Experiment, experiment_dir: Path) -> TrackingPlan | None:
     if not name:
         raise ExperimentSchemaError(f"{where}: tracking.experiment is empty; give a name, e.g. \"{{{{ experiment_name }}}}\"")
     if settings.backend == "wandb":
-        folder = (exp.base_dir / Path(settings.dir).expanduser()).resolve() if settings.dir else experiment_dir / "wandb"
         return TrackingPlan(backend="wandb", experiment=name, project=settings.project, mode=settings.mode,
-                            dir=str(folder), tags=dict(settings.tags), entity=settings.entity)
+                            dir=WANDB_DIR, tags=dict(settings.tags), entity=settings.entity)
     return TrackingPlan(backend="mlflow", experiment=name, tracking_uri=absolute_uri(settings.tracking_uri, exp.base_dir),
                         tags=dict(settings.tags))
 
