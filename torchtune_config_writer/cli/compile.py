@@ -118,6 +118,15 @@ def _print_runs(result: GenerationResult, write: bool) -> None:
         click.echo(f"✓ Validated {len(runs)} config{'s' if len(runs) != 1 else ''}: all passed")
     for note in result.notes:
         click.echo(f"✓ {note}")
+    if result.evaluations:
+        per_run = max(len(v) for v in result.evaluations.values())
+        kinds = ", ".join(dict.fromkeys(str(e.entry.evaluator) for v in result.evaluations.values() for e in v))
+        click.echo(f"✓ Evaluation: {per_run} evaluation config(s) per run ({kinds}) in {result.experiment_dir / 'eval'}; "
+                   "each run is evaluated after it trains")
+    if result.tracking is not None:
+        t = result.tracking
+        where = t.tracking_uri or "MLflow's default store" if t.backend == "mlflow" else f"W&B project {t.project}"
+        click.echo(f"✓ Tracking: every run logs to {t.backend} ({where}), experiment '{t.experiment}'")
     for caution in result.cautions:
         click.echo(f"! {caution}")
     if result.warnings:
@@ -129,7 +138,7 @@ def _print_runs(result: GenerationResult, write: bool) -> None:
         for line in lines:
             click.echo(f"    {line}")
     if write and result.written:
-        written = sorted(p.name for p in result.experiment_dir.glob("submit*.sbatch"))
+        written = sorted(p.name for p in result.experiment_dir.glob("*.sbatch"))
         if (result.experiment_dir / RESOLVED_EXPERIMENT_FILE).is_file():
             written.insert(0, RESOLVED_EXPERIMENT_FILE)
         click.echo(f"✓ Wrote {MAPPING_FILE}, {REPORT_FILE}, {', '.join(['experiment.yaml'] + written)}")
