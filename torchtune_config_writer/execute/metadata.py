@@ -18,16 +18,15 @@ from functools import lru_cache
 from importlib import metadata as importlib_metadata
 from typing import Any
 
-from .. import __version__
 from ..expdir import RunEntry, RunMapping, StatusRecord, write_metadata
 
-_PACKAGES = ("torch", "torchtune", "torchao", "lm_eval", "inspect_ai", "mlflow", "wandb")
+_PACKAGES = ("torchtune_config_writer", "torch", "torchtune", "torchao", "lm_eval", "inspect_ai", "mlflow", "wandb")
 
 
 @lru_cache(maxsize=1)
 def package_versions() -> dict[str, str]:
     """The tool's version and those of the installed packages a run depends on (absent ones left out)."""
-    found = {"torchtune_config_writer": __version__}
+    found = {}
     for name in _PACKAGES:
         try:
             found[name] = importlib_metadata.version(name)
