@@ -57,7 +57,7 @@ LOG_DIR = "logs"
 RESULTS_CSV = "results.csv"
 RESULTS_MD = "results.md"
 LOSS_PLOT = "loss_curves.svg"
-#: The primary metric against each variable (written by ``collect`` when runs were evaluated).
+#: The primary metric (an evaluation metric, else final_loss) against each variable, written by ``collect``.
 METRIC_PLOT = "metric_by_variable.svg"
 #: The evaluation configs, one folder per run: ``eval/run_000/epoch_0.lm_eval.yaml`` (Appendix B).
 EVAL_DIR = "eval"

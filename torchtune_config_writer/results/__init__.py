@@ -1,7 +1,8 @@
-"""The results side: an experiment directory's runs → results.csv, results.md and a loss plot.
+"""The results side: an experiment directory's runs → results.csv, results.md and plots.
 
-    collect  the table per run and per variable, from status records and DiskLogger logs
-    plots    the loss-per-step SVG
+    collect  the table per run and per variable, from status records, DiskLogger logs and evaluation results
+    metrics  which metric ranks the runs (the primary metric) and in which direction
+    plots    the loss-per-step SVG and the primary metric against each variable
 
 Reads the experiment directory only, through ``expdir``; never imports the compile side.
 """
