@@ -3,6 +3,7 @@
     $ torchtune-config-writer run outputs/tiny_rank_lr --runs 0-1 --parallel 2
     $ torchtune-config-writer submit outputs/tiny_rank_lr --dry-run
     $ torchtune-config-writer submit outputs/tiny_rank_lr --failed
+    $ torchtune-config-writer submit outputs/tiny_rank_lr --eval-only
     $ torchtune-config-writer status outputs/tiny_rank_lr
 """
 
@@ -45,19 +46,31 @@ def run_cmd(experiment_dir: Path, runs: str | None, parallel: int, rerun_failed:
 @click.command("submit")
 @click.argument("experiment_dir", type=click.Path(file_okay=False, path_type=str))
 @click.option("--runs", "runs", metavar="SPEC", help="Submit only these runs: '0-3,7', 'run_002' or 'all'.")
-@click.option("--failed", is_flag=True, help="Submit only runs that failed or were cancelled (within --runs).")
+@click.option("--failed", is_flag=True,
+              help="Submit only what failed or was cancelled (within --runs): runs whose training failed are "
+                   "trained and evaluated again; runs whose training completed but whose evaluation failed are "
+                   "only evaluated again.")
+@click.option("--eval-only", is_flag=True,
+              help="Only evaluate: runs whose training completed and whose evaluation did not (with --force: "
+                   "completed evaluations too).")
 @click.option("--dry-run", is_flag=True, help="Print the sbatch commands; submit nothing (needs no cluster).")
-@click.option("--force", is_flag=True, help="Also submit completed runs (training them again overwrites their outputs).")
-def submit_cmd(experiment_dir: str, runs: str | None, failed: bool, dry_run: bool, force: bool) -> None:
+@click.option("--force", is_flag=True,
+              help="Also submit completed runs (training them again overwrites their outputs); with --eval-only, "
+                   "evaluate completed evaluations again.")
+def submit_cmd(experiment_dir: str, runs: str | None, failed: bool, eval_only: bool, dry_run: bool,
+               force: bool) -> None:
     """Submit the runs of EXPERIMENT_DIR as a SLURM job array (submit.sbatch).
 
-    Only validated, unchanged configs are submitted, and completed runs only with
-    --force; job ids are appended to slurm_jobs.yaml. `status` shows how the runs are doing.
+    When the runs are evaluated, each training array gets an evaluation array
+    (eval.sbatch) whose task i starts as soon as training task i completed,
+    and is cancelled by SLURM when it failed. Only validated, unchanged configs
+    are submitted, and completed runs only with --force; job ids are appended
+    to slurm_jobs.yaml. `status` shows how the runs are doing.
     """
     from ..execute.submit import submit
 
-    arrays = submit(experiment_dir, runs, failed=failed, dry_run=dry_run, force=force, echo=click.echo,
-                    note=lambda line: click.echo(line, err=True))
+    arrays = submit(experiment_dir, runs, failed=failed, eval_only=eval_only, dry_run=dry_run, force=force,
+                    echo=click.echo, note=lambda line: click.echo(line, err=True))
     if arrays and not dry_run:
         click.echo(f"follow them with: torchtune-config-writer status {experiment_dir}")
 
@@ -66,7 +79,8 @@ def submit_cmd(experiment_dir: str, runs: str | None, failed: bool, dry_run: boo
 @click.argument("experiment_dir", type=click.Path(file_okay=False, path_type=str))
 @click.option("--no-slurm", is_flag=True, help="Read the status records only; do not ask squeue.")
 def status_cmd(experiment_dir: str, no_slurm: bool) -> None:
-    """Show every run of EXPERIMENT_DIR: name (if named), parameters, state, exit code, wall time, SLURM job.
+    """Show every run of EXPERIMENT_DIR: name (if named), parameters, state, exit code, wall time, SLURM job,
+    and its evaluation (EVAL) when runs are evaluated.
 
     States come from the runs' status records; for submitted runs squeue adds
     what the records cannot know (PENDING, RUNNING, CANCELLED before start, TIMEOUT).
@@ -82,14 +96,23 @@ def status_cmd(experiment_dir: str, no_slurm: bool) -> None:
 @click.command("task", hidden=True)
 @click.argument("experiment_dir", type=click.Path(file_okay=False, path_type=str))
 @click.argument("index", type=int)
-def task_cmd(experiment_dir: str, index: int) -> None:
-    """Run one run (by index) and exit with its exit code; what each SLURM array task executes."""
+@click.option("--eval", "evaluation", is_flag=True,
+              help="Evaluate the run (its training must have completed) instead of training it.")
+def task_cmd(experiment_dir: str, index: int, evaluation: bool) -> None:
+    """Run one run (by index), or with --eval evaluate it, and exit with its exit code; what each SLURM
+    array task executes (submit.sbatch runs `task DIR INDEX`, eval.sbatch `task --eval DIR INDEX`)."""
     import os
 
-    from ..execute.runner import run_one
     from ..expdir import FORCE_ENV
 
-    sys.exit(run_one(experiment_dir, index, force=os.environ.get(FORCE_ENV) == "1"))
+    force = os.environ.get(FORCE_ENV) == "1"  # set by `submit --force`
+    if evaluation:
+        from ..execute.runner import run_eval_one
+
+        sys.exit(run_eval_one(experiment_dir, index, force=force))
+    from ..execute.runner import run_one
+
+    sys.exit(run_one(experiment_dir, index, force=force))
 
 
 COMMANDS = (run_cmd, submit_cmd, status_cmd, task_cmd)

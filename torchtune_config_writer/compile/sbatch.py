@@ -1,4 +1,5 @@
-"""Write ``submit.sbatch``, the SLURM job-array script of an experiment directory (one per set of resources).
+"""Write ``submit.sbatch``, the SLURM job-array script of an experiment directory (one per set of resources),
+and ``eval.sbatch``, the evaluation one, when its runs are evaluated.
 
 ``generate`` resolves the experiment's ``slurm:`` section into the ``SlurmPlan``
 recorded in run_mapping.yaml, and each run's own resources where they differ
@@ -7,6 +8,9 @@ resources (``write_submit_scripts``); ``execute/submit.py`` submits them, readin
 settings from run_mapping.yaml, never from a script. A script runs one
 array task per run: task ``T`` of an array submitted with offset ``O`` (the
 script's argument) runs the run whose index is ``T + O`` (``expdir.plan_arrays``).
+An evaluation script (``eval.sbatch``) is the same array for the evaluated runs, whose
+task ``T`` evaluates that same run; ``submit`` makes each of its tasks wait for the
+training task with the same id (``--dependency=aftercorr``).
 Every ``slurm:`` setting is checked before it reaches a ``#SBATCH`` line
 (``SlurmSettingsError``), and the script is checked with ``bash -n``.
 
@@ -252,10 +256,32 @@ def render_submit_script(mapping: RunMapping, settings: SlurmSettings | None = N
     Raises ``SlurmSettingsError`` for a setting that cannot go into the script.
     Nothing is written.
     """
+    return _render("submit.sbatch.j2", mapping, settings, group or script_groups(mapping)[0],
+                   len(script_groups(mapping)), job_suffix="")
+
+
+def render_eval_script(mapping: RunMapping, settings: SlurmSettings | None = None,
+                       group: ScriptGroup | None = None) -> str:
+    """The text of an evaluation job-array script (``eval.sbatch``) for ``group`` (default: the first).
+
+    Like ``render_submit_script`` (same setup, same checks), but its tasks run
+    ``task --eval`` and its job is named ``<job_name>-eval``; the group's resources are
+    the evaluation ones (``expdir.script_groups(mapping, evaluation=True)``).
+
+    >>> "task --eval" in render_eval_script(mapping)                        # doctest: +SKIP
+    True
+    """
+    groups = script_groups(mapping, evaluation=True)
+    if group is None and not groups:
+        raise SlurmError("no run of the experiment is evaluated, so there is no evaluation script to write")
+    return _render("eval.sbatch.j2", mapping, settings, group or groups[0], len(groups), job_suffix="-eval")
+
+
+def _render(template: str, mapping: RunMapping, settings: SlurmSettings | None, group: ScriptGroup,
+            groups: int, *, job_suffix: str) -> str:
     import jinja2  # only `generate` renders; keep importing this module light
 
     settings = settings or SlurmSettings()
-    group = group or script_groups(mapping)[0]
     plan = group.resources
     indices = list(group.indices)
     if not indices:
@@ -273,13 +299,13 @@ def render_submit_script(mapping: RunMapping, settings: SlurmSettings | None = N
         loader=jinja2.FileSystemLoader(str(Path(__file__).parent / "templates")),
         undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False,
     )
-    text = env.get_template("submit.sbatch.j2").render(
+    text = env.get_template(template).render(
         experiment_comment=_comment(mapping.experiment_name),
         num_runs=len(indices),
         script=group.script,
-        groups=len(script_groups(mapping)),
+        groups=groups,
         tool_version=__version__,
-        job_name=sbatch_value(settings.job_name or mapping.experiment_name, "slurm.job_name"),
+        job_name=sbatch_value((settings.job_name or mapping.experiment_name) + job_suffix, "slurm.job_name"),
         array=chunks[0].spec(k),
         log_pattern=SLURM_LOG_PATTERN,
         log_dir=LOG_DIR,
@@ -300,16 +326,22 @@ def write_submit_scripts(exp_dir: Path, mapping: RunMapping, settings: SlurmSett
     """Render and (atomically) write one job-array script per group of runs with equal resources.
 
     ``submit.sbatch`` always; ``submit_1.sbatch``... when runs ask for different
-    resources (``expdir.script_groups``). The scripts name no path (tasks start in
-    the experiment directory, which ``submit`` passes as ``--chdir``), so they
-    may be written into a temporary directory that is renamed into place afterwards.
+    resources (``expdir.script_groups``); and, when runs are evaluated,
+    ``eval.sbatch`` (``eval_1.sbatch``...) per group of evaluated runs. The
+    scripts name no path (tasks start in the experiment directory, which
+    ``submit`` passes as ``--chdir``), so they may be written into a temporary
+    directory that is renamed into place afterwards.
 
     >>> write_submit_scripts(Path("outputs/demo"), mapping, SlurmSettings(job_name="demo"))   # doctest: +SKIP
-    [PosixPath('outputs/demo/submit.sbatch')]
+    [PosixPath('outputs/demo/submit.sbatch'), PosixPath('outputs/demo/eval.sbatch')]
     """
+    # Render every script before writing any: a setting refused for one leaves no half-written set.
+    texts = [(group.script, render_submit_script(mapping, settings, group)) for group in script_groups(mapping)]
+    texts += [(group.script, render_eval_script(mapping, settings, group))
+              for group in script_groups(mapping, evaluation=True)]
     paths = []
-    for group in script_groups(mapping):
-        path = Path(exp_dir) / group.script
-        atomic_write_text(path, render_submit_script(mapping, settings, group), mode=0o755)
+    for name, text in texts:
+        path = Path(exp_dir) / name
+        atomic_write_text(path, text, mode=0o755)
         paths.append(path)
     return paths

@@ -2,8 +2,10 @@
 
 Parsing squeue's output is done by pure functions (``parse_squeue``,
 ``wait_status``, ``duration``); ``query_tasks`` only runs squeue. ``run_states``
-merges each run's status record with its latest task; ``format_status`` prints
-the ``status`` table. Nothing here imports torch, torchtune or pydantic.
+merges each run's status record with its latest task (``merge``), and its
+evaluation's record with its latest evaluation task (``merge_eval``);
+``format_status`` prints the ``status`` table. Nothing here imports torch,
+torchtune or pydantic.
 
     >>> parse_squeue("41|0|RUNNING|0|0:05|None\\n")
     {('41', 0): TaskState(job_id='41', task_id=0, state=<SlurmState.RUNNING: 'RUNNING'>, exit_code=0, seconds=5, reason='None')}
@@ -11,6 +13,7 @@ the ``status`` table. Nothing here imports torch, torchtune or pydantic.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shutil
 import subprocess
@@ -20,11 +23,17 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ..expdir import (
-    RunEntry, RunMapping, SlurmState, State, StatusRecord, format_parameters, load_mapping, read_all, read_jobs,
+    JobRecord, RunEntry, RunMapping, SlurmState, State, StatusRecord, format_parameters, load_mapping, read_all,
+    read_all_evaluations, read_jobs,
 )
 
 #: Record states ``submit --failed`` resubmits, and the SLURM states that count as failed.
 RESUBMIT_STATES = frozenset({State.FAILED, State.CANCELLED}) | {s for s in SlurmState if s.failed}
+
+#: squeue's reason for a task whose dependency can never be met: an evaluation task whose training
+#: task did not complete (``aftercorr``). With ``--kill-on-invalid-dep=yes`` SLURM cancels it at once
+#: (state CANCELLED, exit 0, no time used); it never starts, so it never writes a status record.
+DEPENDENCY_NEVER_SATISFIED = "DependencyNeverSatisfied"
 
 
 @dataclass(frozen=True)
@@ -70,6 +79,61 @@ class RunState:
     """The SLURM task (``JOB_TASK``) that ran it or will run it."""
     name: str | None = None
     """The run's ``run_name``, when the experiment names its runs."""
+    evaluation: EvalState | None = None
+    """Its evaluation's state; None when the run is not evaluated."""
+
+
+@dataclass(frozen=True)
+class EvalState:
+    """A run's evaluation for ``status`` and ``submit``: its record merged with its SLURM evaluation task.
+
+    >>> EvalState("run_001", 1, SlurmState.CANCELLED, None, done=0, total=2, skipped="training failed").label
+    'skipped (training failed)'
+    >>> EvalState("run_002", 2, State.FAILED, "7_2", done=2, total=3).label
+    '2/3'
+    """
+
+    run_id: str
+    index: int
+    state: State | SlurmState
+    job: str | None
+    """The SLURM task (``JOB_TASK``) that evaluated it or will."""
+    done: int = 0
+    """Evaluations of the run that completed (from its record)."""
+    total: int = 0
+    """Evaluations the run has (``RunEntry.evaluations``)."""
+    skipped: str | None = None
+    """Why it never ran, when it never will: ``training failed`` (SLURM cancelled it for its dependency)."""
+
+    @property
+    def partial(self) -> bool:
+        """Ended unsuccessfully after some, not all, of its evaluations completed."""
+        return 0 < self.done < self.total and self.state != State.COMPLETED and not self.active
+
+    @property
+    def active(self) -> bool:
+        """Queued or running (a task SLURM will cancel for its dependency is not)."""
+        return not self.skipped and (self.state == State.RUNNING
+                                     or (isinstance(self.state, SlurmState) and self.state.active))
+
+    @property
+    def resubmit(self) -> bool:
+        """What ``submit --failed`` evaluates again (its training permitting): failed, cancelled, skipped."""
+        return bool(self.skipped) or self.state in RESUBMIT_STATES
+
+    @property
+    def label(self) -> str:
+        """The EVAL column: ``completed``, ``RUNNING``, ``2/3``, ``skipped (training failed)``..."""
+        if self.skipped:
+            return f"skipped ({self.skipped})"
+        if self.partial:
+            return f"{self.done}/{self.total}" + (f" {self.state}" if isinstance(self.state, SlurmState) else "")
+        return str(self.state)
+
+    @property
+    def category(self) -> str:
+        """What the footer counts it as."""
+        return "skipped" if self.skipped else "partial" if self.partial else str(self.state)
 
 
 # ----------------------------------------------------------------------------- squeue
@@ -142,19 +206,24 @@ def duration(text: str) -> float | None:
 # ----------------------------------------------------------------------------- merging
 
 
-def submissions(exp_dir: str | Path, mapping: RunMapping, records: dict[str, StatusRecord]) -> dict[int, Submission]:
-    """Run index -> the SLURM task that last ran or will run it.
+def submissions(exp_dir: str | Path, mapping: RunMapping, records: dict[str, StatusRecord], *,
+                kind: str = "train", jobs: list[JobRecord] | None = None) -> dict[int, Submission]:
+    """Run index -> the SLURM task that last ran or will run it (``kind="eval"``: that evaluated it or will).
 
-    The latest submission in slurm_jobs.yaml, else the task named in the run's
-    status record (an array submitted by hand with ``sbatch submit.sbatch``).
+    The latest submission of that kind in slurm_jobs.yaml, else the task named in
+    the run's status record (an array submitted by hand with ``sbatch submit.sbatch``).
+    ``records`` are the training records, or the evaluation ones for ``eval``;
+    ``jobs``, slurm_jobs.yaml when the caller read it already.
     """
     subs: dict[int, Submission] = {}
-    for job in read_jobs(exp_dir):
+    for job in read_jobs(exp_dir) if jobs is None else jobs:
+        if job.kind != kind:
+            continue  # an evaluation task of run i is not its training task, nor the other way round
         for i in job.indices:
             subs[i] = Submission(job.job_id, job.task_of(i), job.submitted)
     for run in mapping.runs:
-        rec = records[run.run_id]
-        task = rec.slurm_task
+        rec = records.get(run.run_id)
+        task = rec.slurm_task if rec else None
         if run.index not in subs and task:
             subs[run.index] = Submission(*task, str(rec.started or ""))
     return subs
@@ -187,6 +256,35 @@ def merge(run: RunEntry, rec: StatusRecord, sub: Submission | None, task: TaskSt
     return RunState(run.run_id, run.index, dict(run.parameters), state, exit_code, seconds, job, run.name)
 
 
+def merge_eval(run: RunEntry, rec: StatusRecord, sub: Submission | None, task: TaskState | None,
+               training: State | SlurmState) -> EvalState | None:
+    """One run's evaluation state: its record and latest evaluation task merged as ``merge`` does for
+    training, then told apart where the evaluation never ran because its training did not complete.
+
+    ``training`` is the run's merged training state. None when the run is not evaluated.
+
+    >>> run = RunEntry("run_001", 1, "c", "0", "/o", {}, "passed", None, evaluations=(None, None))
+    >>> task = TaskState("8", 1, SlurmState.CANCELLED, 0, 0, "DependencyNeverSatisfied")
+    >>> merge_eval(run, StatusRecord("run_001"), Submission("8", 1, ""), task, State.FAILED).label
+    'skipped (training failed)'
+    """
+    total = len(run.evaluations)
+    if not total:
+        return None
+    merged = merge(run, rec, sub, task)
+    done = sum(1 for v in (rec.evaluations or {}).values() if isinstance(v, dict) and v.get("state") == "completed")
+    why = "training cancelled" if training in (State.CANCELLED, SlurmState.CANCELLED) else "training failed"
+    skipped = None
+    never_started = sub is not None and rec.slurm_task != sub.key  # the record (if any) is of an earlier attempt
+    if task is not None and never_started and task.reason == DEPENDENCY_NEVER_SATISFIED:
+        # SLURM cancelled it (or is about to) because training task i did not complete: it never runs.
+        skipped = why
+    elif merged.state == State.PENDING and training in RESUBMIT_STATES:
+        # No evaluation ran, and none will until the run trains again (a local run, or SLURM forgot the task).
+        skipped = why
+    return EvalState(run.run_id, run.index, merged.state, merged.job, done, total, skipped)
+
+
 def run_states(exp_dir: str | Path, mapping: RunMapping | None = None, *, use_slurm: bool = True,
                live: dict[tuple[str, int], TaskState] | None = None) -> list[RunState]:
     """Every run's state, in index order: its status record, overridden by SLURM for submitted runs.
@@ -205,13 +303,20 @@ def run_states(exp_dir: str | Path, mapping: RunMapping | None = None, *, use_sl
 
 def status_of(exp_dir: str | Path, mapping: RunMapping | None = None, *, use_slurm: bool = True,
               live: dict[tuple[str, int], TaskState] | None = None) -> tuple[list[RunState], str]:
-    """``run_states``, and a note saying why SLURM's view is missing when squeue could not be asked ("" else)."""
+    """``run_states``, and a note saying why SLURM's view is missing when squeue could not be asked ("" else).
+
+    Evaluated runs carry their evaluation's state (``RunState.evaluation``); one squeue
+    call asks for the training and the evaluation tasks together.
+    """
     mapping = mapping or load_mapping(exp_dir)
+    jobs = read_jobs(exp_dir)
     records = read_all(exp_dir, mapping)
-    subs = submissions(exp_dir, mapping, records)
+    subs = submissions(exp_dir, mapping, records, jobs=jobs)
+    eval_records = read_all_evaluations(exp_dir, mapping)
+    eval_subs = submissions(exp_dir, mapping, eval_records, kind="eval", jobs=jobs) if eval_records else {}
     note = ""
-    if live is None and use_slurm and subs:
-        live = query_tasks({s.job_id for s in subs.values()})
+    if live is None and use_slurm and (subs or eval_subs):
+        live = query_tasks({s.job_id for s in [*subs.values(), *eval_subs.values()]})
         if live is None:
             why = "squeue is not on PATH" if shutil.which("squeue") is None else "squeue failed"
             note = f"({why}: states of submitted runs are from their status records only)"
@@ -219,7 +324,13 @@ def status_of(exp_dir: str | Path, mapping: RunMapping | None = None, *, use_slu
     states = []
     for run in sorted(mapping.runs, key=lambda r: r.index):
         sub = subs.get(run.index)
-        states.append(merge(run, records[run.run_id], sub, live.get(sub.key) if sub else None))
+        state = merge(run, records[run.run_id], sub, live.get(sub.key) if sub else None)
+        if run.evaluations:
+            esub = eval_subs.get(run.index)
+            evaluation = merge_eval(run, eval_records[run.run_id], esub, live.get(esub.key) if esub else None,
+                                    state.state)
+            state = dataclasses.replace(state, evaluation=evaluation)
+        states.append(state)
     return states, note
 
 
@@ -237,22 +348,48 @@ def format_status(states: list[RunState], variables: Iterable[str] | None = None
     """The ``status`` table: one row per run, then counts per state.
 
     A NAME column follows RUN when any run has a name: people know runs by the names they gave
-    them, and the id stays because ``--runs`` and the files use it.
+    them, and the id stays because ``--runs`` and the files use it. An EVAL column, last
+    (its values may hold blanks), comes when any run is evaluated (``-`` for runs that are not).
     """
     keys = list(variables or dict.fromkeys(k for s in states for k in s.parameters))
     named = any(s.name for s in states)
-    rows = [["RUN", *(["NAME"] if named else []), "PARAMETERS", "STATE", "EXIT", "WALL", "JOB"]]
+    evaluated = [s.evaluation for s in states if s.evaluation is not None]
+    rows = [["RUN", *(["NAME"] if named else []), "PARAMETERS", "STATE", "EXIT", "WALL", "JOB",
+             *(["EVAL"] if evaluated else [])]]
     for s in states:
         params = format_parameters({k: s.parameters[k] for k in keys if k in s.parameters}, short=True, sep=" ")
         rows.append([s.run_id, *([s.name or "-"] if named else []), params or "-", str(s.state),
-                     "-" if s.exit_code is None else str(s.exit_code), _fmt_seconds(s.seconds), s.job or "-"])
+                     "-" if s.exit_code is None else str(s.exit_code), _fmt_seconds(s.seconds), s.job or "-",
+                     *([s.evaluation.label if s.evaluation else "-"] if evaluated else [])])
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     counts = Counter(str(s.state) for s in states)
     lines.append("")
     lines.append(f"{len(states)} run(s): " + ", ".join(f"{n} {st}" for st, n in counts.items()))
-    if any(isinstance(s.state, SlurmState) for s in states):
+    if evaluated:
+        lines.append(eval_footer(evaluated))
+    if any(isinstance(s.state, SlurmState) for s in states) or any(isinstance(e.state, SlurmState)
+                                                                   and not e.skipped for e in evaluated):
         lines.append("UPPER CASE states are live from SLURM; lower case ones from the runs' status records.")
     if slurm_note:
         lines.append(slurm_note)
+    return "\n".join(lines)
+
+
+def eval_footer(evaluations: list[EvalState]) -> str:
+    """The footer's evaluation counts, and what its less obvious words mean.
+
+    >>> print(eval_footer([EvalState("run_000", 0, State.COMPLETED, None, 2, 2),
+    ...                    EvalState("run_001", 1, SlurmState.CANCELLED, None, 0, 2, "training failed")]))
+    2 evaluation(s): 1 completed, 1 skipped
+    skipped: never ran because the run's training did not complete; `submit --failed` trains and evaluates it again.
+    """
+    counts = Counter(e.category for e in evaluations)
+    lines = [f"{len(evaluations)} evaluation(s): " + ", ".join(f"{n} {c}" for c, n in counts.items())]
+    if counts["partial"]:
+        lines.append("N/M: N of the run's M evaluations completed, the others failed; "
+                     "`submit --failed` evaluates it again.")
+    if counts["skipped"]:
+        lines.append("skipped: never ran because the run's training did not complete; "
+                     "`submit --failed` trains and evaluates it again.")
     return "\n".join(lines)
