@@ -293,7 +293,7 @@ class TrackingPlan:
     mode: str | None = None
     """W&B mode (``online``, ``offline``)."""
     dir: str | None = None
-    """W&B's local folder as the runs' configs give it (``${output_dir}/wandb``: each run's own)."""
+    """W&B's local folder (absolute); None: each run's own output_dir (``<output_dir>/wandb/``)."""
     tags: dict[str, str] = dataclasses.field(default_factory=dict)
 
 

@@ -27,8 +27,6 @@ if TYPE_CHECKING:
 
 MLFLOW_LOGGER = "torchtune.training.metric_logging.MLFlowLogger"
 WANDB_LOGGER = "torchtune.training.metric_logging.WandBLogger"
-#: Where W&B writes a run's files: in the run's own folder (offline runs are uploaded from there by `wandb sync`).
-WANDB_DIR = "${output_dir}/wandb"
 #: The key of each logger that names the run.
 NAME_KEY = {"mlflow": "run_name", "wandb": "name"}
 
@@ -47,7 +45,7 @@ def tracking_plan(exp: Experiment, experiment_dir: Path) -> TrackingPlan | None:
         raise ExperimentSchemaError(f"{where}: tracking.experiment is empty; give a name, e.g. \"{{{{ experiment_name }}}}\"")
     if settings.backend == "wandb":
         return TrackingPlan(backend="wandb", experiment=name, project=settings.project, mode=settings.mode,
-                            dir=WANDB_DIR, tags=dict(settings.tags), entity=settings.entity)
+                            tags=dict(settings.tags), entity=settings.entity)
     return TrackingPlan(backend="mlflow", experiment=name, tracking_uri=absolute_uri(settings.tracking_uri, exp.base_dir),
                         tags=dict(settings.tags))
 
@@ -76,14 +74,14 @@ def absolute_uri(uri: str | None, base: Path) -> str | None:
 def logger_section(plan: TrackingPlan) -> dict[str, Any]:
     """The ``metric_logger`` every run gets (its name is set per run, under ``NAME_KEY``)."""
     if plan.backend == "wandb":
-        section: dict[str, Any] = {"_component_": WANDB_LOGGER, "project": plan.project, "group": plan.experiment,
-                                   "log_dir": plan.dir}
+        # No dir, id or tags here: the runner passes them through the environment (WANDB_DIR is the run's
+        # output_dir, a fresh WANDB_RUN_ID per attempt, WANDB_TAGS with the swept values), and a key in the
+        # config would override them.
+        section: dict[str, Any] = {"_component_": WANDB_LOGGER, "project": plan.project, "group": plan.experiment}
         if plan.entity:
             section["entity"] = plan.entity
         if plan.mode:
             section["mode"] = plan.mode
-        if plan.tags:
-            section["tags"] = [f"{k}:{v}" for k, v in plan.tags.items()]
         return section
     section = {"_component_": MLFLOW_LOGGER, "experiment_name": plan.experiment}
     if plan.tracking_uri:
