@@ -207,3 +207,17 @@ def test_git_commit_of_the_experiment_files_repository_is_recorded(tmp_path, tin
     outside = _experiment(tmp_path / "plain", tiny_assets, "") if (tmp_path / "plain").mkdir() is None else None
     generate_configs(outside, tmp_path / "out2")
     assert expdir.load_mapping(tmp_path / "out2").git is None
+
+
+def test_evaluation_slurm_resources_go_to_the_eval_script_only(tmp_path, tiny_assets):
+    exp = _experiment(tmp_path, tiny_assets, EVAL.format(epochs="last", data=tiny_assets.data_file)
+                      + "  slurm: {time: \"00:30:00\", gpus_per_run: 1}\nslurm:\n  time: \"04:00:00\"\n")
+    generate_configs(exp, tmp_path / "out")
+    mapping = expdir.load_mapping(tmp_path / "out")
+    assert mapping.evaluation.slurm == {"time": "00:30:00", "gpus_per_run": 1}  # 1 is asked for although the default
+    [group] = expdir.script_groups(mapping, evaluation=True)
+    assert (group.script, group.resources.time, group.resources.gpus_per_run) == ("eval.sbatch", "00:30:00", 1)
+    assert mapping.slurm.gpus_per_run == 0 and mapping.slurm.time == "04:00:00"  # training: CPU runs, 4 hours
+    script = (tmp_path / "out" / "eval.sbatch").read_text()
+    assert "--time=00:30:00" in script and "task --eval" in script
+    assert "--time=04:00:00" in (tmp_path / "out" / "submit.sbatch").read_text()

@@ -100,9 +100,17 @@ def add_evaluations(exp: Path, base_config: Path, *, evaluated: list[int] | None
         path.write_text(yaml.safe_dump(config, sort_keys=False))
         entry = EvalEntry(Evaluator.HELDOUT, 0, rel, config["result_file"], hashlib.sha256(path.read_bytes()).hexdigest())
         runs.append(dataclasses.replace(run, evaluations=(entry,)))
-    mapping = dataclasses.replace(mapping, runs=tuple(runs), evaluation=EvaluationPlan(slurm=slurm))
+    mapping = dataclasses.replace(mapping, runs=tuple(runs), evaluation=EvaluationPlan(slurm=_set_fields(slurm)))
     expdir.write_mapping(exp, mapping)
     return mapping
+
+
+def _set_fields(plan: SlurmPlan | None) -> dict:
+    """The fields of ``plan`` that differ from SlurmPlan's defaults: what evaluation.slurm would name."""
+    if plan is None:
+        return {}
+    return {f.name: getattr(plan, f.name) for f in dataclasses.fields(SlurmPlan)
+            if getattr(plan, f.name) != getattr(SlurmPlan(), f.name)}
 
 
 @pytest.fixture

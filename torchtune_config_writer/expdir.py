@@ -272,8 +272,9 @@ class EvaluationPlan:
     """The metric results rank runs by (``count_mc/acc``); None: the first metric an evaluation reports."""
     goal: str | None = None
     """``max`` or ``min``; None: from the metric's name (losses and perplexities are minimized)."""
-    slurm: SlurmPlan | None = None
-    """Resources of the evaluation array tasks; None: the training ones."""
+    slurm: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """The ``SlurmPlan`` fields the evaluation tasks set for themselves (``{"time": "00:30:00"}``); the others
+    are the training ones. Only what ``evaluation.slurm`` names, so a default value can be asked for too."""
 
 
 @dataclass(frozen=True)
@@ -541,9 +542,9 @@ def _run_entry(data: dict[str, Any]) -> RunEntry:
 def _evaluation_plan(data: Any) -> EvaluationPlan | None:
     if data is None:
         return None
-    slurm = data.get("slurm")
+    names = {f.name for f in dataclasses.fields(SlurmPlan)}
     return EvaluationPlan(primary_metric=data.get("primary_metric"), goal=data.get("goal"),
-                          slurm=None if slurm is None else _build(SlurmPlan, slurm))
+                          slurm={k: v for k, v in (data.get("slurm") or {}).items() if k in names})
 
 
 def _memory_record(data: Any) -> MemoryRecord | None:
@@ -878,17 +879,13 @@ def script_groups(mapping: RunMapping, *, evaluation: bool = False) -> list[Scri
 
 def _eval_groups(mapping: RunMapping) -> list[ScriptGroup]:
     """Evaluation scripts: the training groups, each with evaluation.slurm's resources (when given) on top."""
-    plan = mapping.evaluation.slurm if mapping.evaluation else None
+    own = mapping.evaluation.slurm if mapping.evaluation else {}
     groups = []
     for n, group in enumerate(script_groups(mapping)):
         indices = tuple(i for i in group.indices if mapping.by_index[i].evaluations)
         if not indices:
             continue
-        resources = group.resources
-        if plan is not None:
-            own = {f.name: getattr(plan, f.name) for f in dataclasses.fields(SlurmPlan)
-                   if getattr(plan, f.name) != getattr(SlurmPlan(), f.name)}
-            resources = dataclasses.replace(resources, **own)
+        resources = dataclasses.replace(group.resources, **own)
         groups.append(ScriptGroup(EVAL_SCRIPT_FILE if n == 0 else EVAL_SCRIPT_FILE_N.format(n=n), resources, indices))
     return groups
 

@@ -172,11 +172,10 @@ def _evaluation_plan(exp: Experiment) -> EvaluationPlan | None:
     settings = exp.evaluation
     if settings is None:
         return None
-    slurm = None
-    if settings.slurm is not None:
-        given = settings.slurm.model_dump(exclude_none=True)
-        slurm = SlurmPlan(**{k: v for k, v in given.items() if k in {f.name for f in dataclasses.fields(SlurmPlan)}})
-    return EvaluationPlan(primary_metric=settings.primary_metric, goal=settings.goal, slurm=slurm)
+    given = settings.slurm.model_dump(exclude_unset=True) if settings.slurm is not None else {}
+    names = {f.name for f in dataclasses.fields(SlurmPlan)}
+    return EvaluationPlan(primary_metric=settings.primary_metric, goal=settings.goal,
+                          slurm={k: v for k, v in given.items() if k in names})
 
 
 def git_info(directory: Path | None) -> GitInfo | None:
