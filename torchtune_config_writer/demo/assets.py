@@ -8,7 +8,9 @@
   dict for ``FullModelTorchTuneCheckpointer`` (``model_type: LLAMA2``); the same
   weights are the base of ``lora_llama2`` with the same dimensions;
 - ``data/alpaca_tiny.json``: a few hundred short alpaca-style records;
-- ``tiny_lora_cpu.yaml`` and ``experiment.yaml``: copies of
+- ``data/count_*.json``, ``tasks/`` and ``evals/``: the counting task the demo is evaluated on
+  (``evaltask.py``);
+- ``tiny_lora_cpu.yaml``, ``experiment.yaml`` and ``count_study.yaml``: copies of
   ``torchtune_config_writer/demo/tiny/`` (linked from ``example_configs/tiny/``) with the placeholder ``__TINY_ASSETS__`` replaced
   by the absolute path of ``dest``, so generated configs work from any cwd.
 
@@ -32,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConfigWriterError
+from .evaltask import build_eval_task
 
 #: The placeholder in tiny/*.yaml replaced by the absolute assets directory.
 PLACEHOLDER = "__TINY_ASSETS__"
@@ -48,7 +51,7 @@ _MARKER = ".tiny_assets_built.json"
 
 #: The example shipped with the package (example_configs/tiny/ links to it): the base config and its sweep.
 EXAMPLE_DIR = Path(__file__).resolve().parent / "tiny"
-_EXAMPLE_FILES = ("tiny_lora_cpu.yaml", "experiment.yaml")
+_EXAMPLE_FILES = ("tiny_lora_cpu.yaml", "experiment.yaml", "count_study.yaml")
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,8 @@ class TinyAssets:
     """tiny_lora_cpu.yaml with absolute paths into ``root``."""
     experiment: Path
     """The 8-run example experiment, next to ``base_config`` (which it names relatively)."""
+    count_study: Path
+    """The demo's evaluated study: the counting task (``evaltask.py``), scored after each run trains."""
 
 
 def assets_paths(dest: Path) -> TinyAssets:
@@ -78,6 +83,7 @@ def assets_paths(dest: Path) -> TinyAssets:
         data_file=root / "data" / "alpaca_tiny.json",
         base_config=root / "tiny_lora_cpu.yaml",
         experiment=root / "experiment.yaml",
+        count_study=root / "count_study.yaml",
     )
 
 
@@ -101,6 +107,7 @@ def build_tiny_assets(dest: Path, example_dir: Path | None = None) -> TinyAssets
         _write_model(assets.checkpoint_dir / assets.checkpoint_file, vocab)
         # The marker goes last: an interrupted build is redone, never half-reused.
         marker.write_text(json.dumps({"version": _BUILD_VERSION, "vocab_size": vocab}) + "\n")
+    build_eval_task(assets.root)  # deterministic and cheap: files already equal are not rewritten
     _materialize_configs(assets, example)
     return assets
 

@@ -210,16 +210,23 @@ def metric_columns(runs: list[RunEntry], results: Mapping[str, Mapping[str, Eval
     """
     evaluator_rank: dict[Evaluator, int] = {}
     epochs: dict[Evaluator, set[int]] = {}
+    several: set[Evaluator] = set()  # evaluators some run evaluates at more than one epoch
     reported: dict[str, Evaluator] = {}
     for run in runs:
+        own: dict[Evaluator, int] = {}
         for entry in run.evaluations:
+            own[entry.evaluator] = own.get(entry.evaluator, 0) + 1
+            if own[entry.evaluator] > 1:
+                several.add(entry.evaluator)
             evaluator_rank.setdefault(entry.evaluator, len(evaluator_rank))
             epochs.setdefault(entry.evaluator, set()).add(entry.epoch)
             result = results.get(run.run_id, {}).get(entry.name)
             for name in result.metrics if result else ():
                 reported.setdefault(name, entry.evaluator)  # a name two evaluators report: the first one's
     order = sorted(reported, key=lambda n: evaluator_rank[reported[n]])  # stable: report order within one evaluator
-    return [MetricColumn(n, reported[n], tuple(sorted(epochs[reported[n]]))) for n in order]
+    # runs of different lengths evaluated at their own last epoch need no per-epoch columns: one value each
+    return [MetricColumn(n, reported[n], tuple(sorted(epochs[reported[n]])) if reported[n] in several else ())
+            for n in order]
 
 
 def run_values(run: RunEntry, results: Mapping[str, EvalResult],
