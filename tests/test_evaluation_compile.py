@@ -221,3 +221,11 @@ def test_evaluation_slurm_resources_go_to_the_eval_script_only(tmp_path, tiny_as
     script = (tmp_path / "out" / "eval.sbatch").read_text()
     assert "--time=00:30:00" in script and "task --eval" in script
     assert "--time=04:00:00" in (tmp_path / "out" / "submit.sbatch").read_text()
+
+
+def test_the_demo_study_validates_with_every_input_present(tiny_assets, tmp_path):
+    result = generate_configs(tiny_assets.count_study, output_dir=tmp_path / "o")
+    assert result.ok and result.warnings == []
+    assert [len(v) for v in result.evaluations.values()] == [2, 2, 2, 2]
+    # epochs: last follows each run's own epochs (2 or 6)
+    assert sorted({e.entry.epoch for v in result.evaluations.values() for e in v}) == [1, 5]
