@@ -1,7 +1,8 @@
 """Shared fixtures.
 
 - ``hf_cache`` (session, autouse): HF_HOME / HF_DATASETS_CACHE in a temporary
-  directory, because `datasets` writes a cache when a run loads its JSON data.
+  directory, because `datasets` writes a cache when a run loads its JSON data;
+  the hub offline (HF_HUB_OFFLINE, HF_DATASETS_OFFLINE).
 - ``tiny_assets`` (session): the offline tokenizer, model, data and example configs.
 - ``make_experiment_dir``: writes an experiment directory by hand through the
   contract (``expdir``), with no generator.
@@ -24,9 +25,11 @@ from torchtune_config_writer import expdir
 def hf_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Point Hugging Face caches (inherited by `tune run` children) at a session temp dir."""
     root = tmp_path_factory.mktemp("hf_home")
-    saved = {k: os.environ.get(k) for k in ("HF_HOME", "HF_DATASETS_CACHE")}
+    saved = {k: os.environ.get(k) for k in ("HF_HOME", "HF_DATASETS_CACHE", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")}
     os.environ["HF_HOME"] = str(root)
     os.environ["HF_DATASETS_CACHE"] = str(root / "datasets")
+    # no hub here: the evaluators must never wait on a download (the tests make every file they read)
+    os.environ["HF_HUB_OFFLINE"] = os.environ["HF_DATASETS_OFFLINE"] = "1"
     yield root
     for k, v in saved.items():
         if v is None:

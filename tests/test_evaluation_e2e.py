@@ -112,3 +112,46 @@ def test_eval_only_force_evaluates_again_in_one_process_per_run(evaluated):
     assert Path(run.evaluations[0].result).stat().st_mtime_ns > before
     log = (out / "logs" / "run_000.eval.log").read_text()
     assert "torchtune_config_writer.evaluate" in log and log.count("# completed with exit code 0") == 1
+
+
+def test_hugging_face_format_runs_are_evaluated_by_inspect_and_lm_eval(tmp_path, tiny_assets):
+    """generate writes the inspect and lm-eval configs of a LoRA run saved in HF format; both evaluate its epoch."""
+    from torchtune_config_writer.demo.assets import MODEL_DIMS, VOCAB_SIZE
+    from torchtune_config_writer.demo.evaltask import build_eval_task, build_hf_checkpoint
+
+    task = build_eval_task(tmp_path / "task")
+    hf = build_hf_checkpoint(tiny_assets.checkpoint_dir / tiny_assets.checkpoint_file, tiny_assets.tokenizer,
+                             tmp_path / "hf", vocab_size=VOCAB_SIZE, dims=MODEL_DIMS)
+    exp = tmp_path / "experiment.yaml"
+    exp.write_text(f"""experiment_name: hf_eval
+base_config_file: {tiny_assets.base_config}
+recipe: lora_finetune_single_device
+variables:
+  optimizer.lr: [3.0e-3]
+controls:
+  max_steps_per_epoch: 2
+  dataset.data_files: {task.train}
+  checkpointer:
+    _component_: torchtune.training.FullModelHFCheckpointer
+    checkpoint_dir: {hf}
+    checkpoint_files: [model.safetensors]
+    output_dir: ${{output_dir}}
+    model_type: LLAMA2
+evaluation:
+  lm_eval:
+    tasks: [count_mc]
+    include_path: {task.lm_eval_include}
+    limit: 4
+  inspect:
+    tasks: ["{task.inspect_task_spec}"]
+    limit: 4
+""")
+    generate_configs(exp, tmp_path / "out")
+    summary = run_experiment(tmp_path / "out", echo=lambda line: None)
+    assert summary.completed == ["run_000"] and summary.evaluated == ["run_000"], summary
+    run = expdir.load_mapping(tmp_path / "out").runs[0]
+    lm, inspect = (expdir.read_eval_result(e.result) for e in run.evaluations)
+    assert lm is not None and 0 <= lm.metrics["count_mc/acc"] <= 1
+    assert lm.checkpoint == f"{run.output_dir}/epoch_0"
+    assert inspect is not None and set(inspect.metrics) == {"count/accuracy"}
+    assert inspect.details["samples"] == {"count": {"total": 4, "completed": 4}}
