@@ -155,3 +155,49 @@ evaluation:
     assert lm.checkpoint == f"{run.output_dir}/epoch_0"
     assert inspect is not None and set(inspect.metrics) == {"count/accuracy"}
     assert inspect.details["samples"] == {"count": {"total": 4, "completed": 4}}
+
+
+def test_a_tracked_run_and_its_evaluation_land_in_one_mlflow_run(tmp_path, tiny_assets, monkeypatch):
+    """generate (tracking: mlflow, sqlite) -> run: torchtune logs the steps, the runner the variables and scores."""
+    from mlflow.tracking import MlflowClient
+
+    from torchtune_config_writer.demo.evaltask import build_eval_task
+
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    task = build_eval_task(tmp_path / "task")
+    exp = tmp_path / "experiment.yaml"
+    exp.write_text(f"""experiment_name: tracked
+base_config_file: {tiny_assets.base_config}
+recipe: lora_finetune_single_device
+variables:
+  optimizer.lr: [1.0e-3, 3.0e-3]
+run_name: "lr{{{{ optimizer.lr }}}}"
+controls:
+  max_steps_per_epoch: 3
+  dataset.data_files: {task.train}
+evaluation:
+  heldout:
+    data_files: {task.heldout}
+    limit: 8
+tracking:
+  backend: mlflow
+  tracking_uri: sqlite:///store/mlflow.db
+  tags: {{team: nlp}}
+""")
+    generate_configs(exp, tmp_path / "out")
+    summary = run_experiment(tmp_path / "out", echo=lambda line: None)
+    assert summary.evaluated == ["run_000", "run_001"]
+    client = MlflowClient(f"sqlite:///{tmp_path}/store/mlflow.db")
+    experiment = client.get_experiment_by_name("tracked")
+    runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
+    assert set(runs) == {"lr0.001", "lr0.003"}  # one MLflow run per training, named as asked
+    mapping = expdir.load_mapping(tmp_path / "out")
+    for run in mapping.runs:
+        record = expdir.read_status(tmp_path / "out", run.run_id)
+        tracked = runs[run.tracking_name]
+        assert tracked.info.run_id == record.tracking_run_id and tracked.info.status == "FINISHED"
+        assert tracked.data.tags["optimizer.lr"] == str(run.parameters["optimizer.lr"])
+        assert tracked.data.tags["team"] == "nlp"
+        heldout = expdir.read_eval_result(run.evaluations[0].result)
+        assert tracked.data.metrics["eval/heldout_loss"] == pytest.approx(heldout.metrics["heldout_loss"])
+        assert [m.step for m in client.get_metric_history(tracked.info.run_id, "loss")] == [1, 2, 3]
