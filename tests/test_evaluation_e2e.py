@@ -201,3 +201,9 @@ tracking:
         heldout = expdir.read_eval_result(run.evaluations[0].result)
         assert tracked.data.metrics["eval/heldout_loss"] == pytest.approx(heldout.metrics["heldout_loss"])
         assert [m.step for m in client.get_metric_history(tracked.info.run_id, "loss")] == [1, 2, 3]
+    collect(tmp_path / "out")  # the training losses come back from MLflow: there is no DiskLogger log
+    rows = list(csv.DictReader((tmp_path / "out" / expdir.RESULTS_CSV).open()))
+    assert [r["steps"] for r in rows] == ["3", "3"] and all(float(r["final_loss"]) > 0 for r in rows)
+    history = client.get_metric_history(runs["lr0.003"].info.run_id, "loss")
+    assert float(rows[1]["final_loss"]) == pytest.approx(max(history, key=lambda m: m.step).value)
+    assert "from each run's MLflow run" in (tmp_path / "out" / expdir.RESULTS_MD).read_text()

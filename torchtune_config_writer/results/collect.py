@@ -37,6 +37,7 @@ from ..expdir import (
     load_mapping, read_all, read_all_evaluations,
 )
 from .metrics import EVAL_COLUMN, EvalTable, Primary, choose_primary, is_number, read_evaluations
+from .tracked import mlflow_client, mlflow_steps
 from .plots import curve_label, loss_plot_svg, metric_plot_svg
 
 #: Who a run is: always in results.csv (empty when the experiment has no names or seeds), so a script
@@ -143,7 +144,14 @@ def _runs_with_steps(exp: Path, mapping: RunMapping) -> list[Row]:
     """(run, status record, logged metrics per step) for every run, in index order: read once."""
     statuses = read_all(exp, mapping)
     runs = sorted(mapping.runs, key=lambda r: r.index)
-    return [(run, statuses[run.run_id], run_steps(run, statuses[run.run_id])) for run in runs]
+    client = None
+    if mapping.tracking is not None and mapping.tracking.backend == "mlflow" and any(r.metric_log is None for r in runs):
+        try:
+            client = mlflow_client(mapping.tracking)
+        except ImportError:
+            client = None  # mlflow not installed here: the tracked runs' loss cells stay empty
+    return [(run, statuses[run.run_id], run_steps(run, statuses[run.run_id])
+             or (mlflow_steps(mapping.tracking, statuses[run.run_id], client) if client else {})) for run in runs]
 
 
 def axes(mapping: RunMapping) -> list[str]:
@@ -334,7 +342,8 @@ def results_markdown(mapping: RunMapping, columns: list[str], rows: list[dict[st
         f"# Results: {mapping.experiment_name}\n\n{best_line(mapping, rows, primary, evals.metrics)}\n\n"
         f"{markdown_table(_md_columns(mapping, columns, rows), rows, digits)}\n\n"
         f"{len(rows)} runs: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + ". "
-        "Losses and tokens/s from each run's DiskLogger log; wall time from status/.\n"
+        + ("Losses and tokens/s from each run's MLflow run" if mapping.tracking and mapping.tracking.backend == "mlflow"
+           else "Losses and tokens/s from each run's DiskLogger log") + "; wall time from status/.\n"
     )
     md += _evaluation_note(rows, evals)
     if mapping.seeded:
