@@ -509,3 +509,19 @@ def test_evaluations_overlap_training_and_failures_are_resubmitted(slurm_cluster
     status = cli("status", str(exp)).stdout
     assert "4 run(s): 4 completed" in status and "4 evaluation(s): 4 completed" in status
     assert cli("submit", str(exp), "--failed").stdout.strip() == "no failed or cancelled runs or evaluations: nothing to submit"
+
+
+def test_submit_checks_the_tracking_server_once_before_submitting_anything(make_experiment_dir, tmp_path):
+    """A tracked experiment whose MLflow server does not answer is refused before sbatch, naming the URI."""
+    from torchtune_config_writer.execute.tracking import TrackingError
+
+    if shutil.which("sbatch") is None:
+        pytest.skip("sbatch is not installed (.ci/install_slurm.sh installs it)")
+    exp = make_experiment_dir([{"optimizer.lr": 1e-3}], slurm=SlurmPlan(gpus_per_run=0))
+    mapping = expdir.load_mapping(exp)
+    sbatch.write_submit_scripts(exp, mapping, SlurmSettings())
+    plan = expdir.TrackingPlan(backend="mlflow", experiment="x", tracking_uri="http://127.0.0.1:9")  # discard port
+    expdir.write_mapping(exp, dataclasses.replace(mapping, tracking=plan))
+    with pytest.raises(TrackingError, match="127.0.0.1:9"):
+        submit.submit(exp, echo=lambda line: None)
+    assert not (exp / expdir.JOBS_FILE).exists()  # nothing was submitted

@@ -32,6 +32,7 @@ from ..expdir import (
     EVAL_SCRIPT_FILE, FORCE_ENV, LOG_DIR, SCRIPT_FILE, SLURM_LOG_PATTERN, ArrayChunk, JobRecord, RunEntry,
     RunMapping, SlurmState, State, append_job, compress_ranges, jobs_lock, load_mapping, plan_arrays, script_groups,
 )
+from . import tracking
 from .selection import check_all_runnable, select_runs
 from .slurm_state import RESUBMIT_STATES, RunState, run_states
 
@@ -212,6 +213,10 @@ def submit(exp_dir: str | Path, runs: str | None = None, *, failed: bool = False
             raise SlurmError("sbatch is not on PATH: submit from a SLURM login node (or run the runs here with "
                              "`torchtune-config-writer run`)")
         check_log_dir(exp)
+        if mapping.tracking is not None and train and not dry_run:
+            # once, here: a dead server fails the submission, not every task; and a new sqlite store is
+            # created now rather than by many tasks starting at the same moment
+            tracking.check_reachable(mapping.tracking)
         size = array_size(mapping, ask_cluster=not dry_run)
         if dry_run:
             note(f"(dry run: nothing submitted; arrays of at most {size} tasks, from slurm.max_array_size; "
