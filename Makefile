@@ -1,5 +1,5 @@
 # One command each for the demo and the tests, on a fresh machine.
-#   make demo   build a venv, then generate, run and compare a 4-run sweep of a tiny model on CPU
+#   make demo   build a venv, then generate, train, evaluate and compare a 4-run study of a tiny model on CPU
 #   make test   build a venv, install a local SLURM (apt, as root), run the whole test suite
 PYTHON ?= python3
 VENV ?= .venv
