@@ -150,7 +150,7 @@ def generate_configs(
     if validate:
         _validate(result)
     else:
-        result.evaluations = plan_evaluations(result)[0]
+        result.evaluations = plan_evaluations(result, check_except=None)[0]
     if write:
         write_experiment_dir(result, force)
     if strict and result.problems:
@@ -177,8 +177,9 @@ def _validate(result: GenerationResult) -> None:
     result.memory_budget = budget_of(result)
     found += memory_problems(result, estimates)
     result.validated = True
-    result.problems = [p for p in found if not p.warning]  # the evaluation checks skip runs that failed already
-    result.evaluations, eval_found = plan_evaluations(result)
+    # a run whose training config failed gets no evaluation checks: its errors are reported once
+    failed = {p.run_id for p in found if not p.warning}
+    result.evaluations, eval_found = plan_evaluations(result, check_except=failed)
     found += eval_found
     result.problems = [p for p in found if not p.warning]
     result.warnings = [p for p in found if p.warning]

@@ -10,7 +10,7 @@ components; the model is the run's builder with LoRA taken out, because a LoRA
 run saves its merged weights in ``epoch_N/`` and those load strictly into the
 plain model. Every config is checked like a training config (``validate``).
 
-    >>> plans, problems = plan_evaluations(result)          # doctest: +SKIP
+    >>> plans, problems = plan_evaluations(result, check_except=set())   # doctest: +SKIP
     >>> plans["run_000"][0].entry.config                    # doctest: +SKIP
     'eval/run_000/epoch_0.heldout.yaml'
 """
@@ -58,23 +58,24 @@ class EvalConfig:
         return head + dump_plain(self.config)
 
 
-def plan_evaluations(result: GenerationResult) -> tuple[dict[str, list[EvalConfig]], list[Problem]]:
+def plan_evaluations(result: GenerationResult,
+                     check_except: set[str] | None) -> tuple[dict[str, list[EvalConfig]], list[Problem]]:
     """Every run's evaluation configs (run id -> configs) and every problem found in them.
 
-    Runs whose training config already has problems get no evaluation checks: their errors are reported once.
+    The configs are checked like training configs, except those of the runs in ``check_except``
+    (runs whose training config already failed); ``None`` checks none (``--no-validate``).
     """
     exp = result.experiment
     settings = exp.evaluation
     if settings is None:
         return {}, []
     shared, problems = _shared_inputs(exp, settings)
-    failed = {p.run_id for p in result.problems}
     plans: dict[str, list[EvalConfig]] = {}
     for run in result.runs:
         configs, found = _run_evaluations(run, settings, shared)
         plans[run.run_id] = configs
         problems += found
-        if run.run_id not in failed and not found and result.validated:
+        if check_except is not None and run.run_id not in check_except and not found:
             problems += _check(run.run_id, configs)
     return plans, problems
 
