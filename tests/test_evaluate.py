@@ -22,7 +22,7 @@ from omegaconf import OmegaConf
 
 from torchtune_config_writer.demo import evaltask
 from torchtune_config_writer.demo.assets import MODEL_DIMS, VOCAB_SIZE
-from torchtune_config_writer.evaluate import one_line
+from torchtune_config_writer.errors import one_line
 from torchtune_config_writer.evaluate.harness import flatten_results
 from torchtune_config_writer.evaluate.inspect_eval import model_folder
 from torchtune_config_writer.evaluate.loading import checkpoint_key
@@ -142,7 +142,7 @@ def test_flatten_results_names_metrics_by_task_and_filter_and_keeps_stderr_apart
 def test_one_line_keeps_type_and_first_line_and_is_short() -> None:
     assert one_line(FileNotFoundError("no such file\n  at line 3")) == "FileNotFoundError: no such file"
     assert one_line(KeyError()) == "KeyError"
-    long = one_line(ValueError("x" * 1000))
+    long = one_line(ValueError("x" * 1000), 300)  # the report's limit (evaluate/program.py)
     assert len(long) == 300 and long.endswith("...") and "\n" not in long
 
 

@@ -19,9 +19,11 @@ message (what is wrong, where, how to fix it) and exits 1, never a traceback.
     ├── RunSelectionError               a --runs selection names no run, or cannot be read
     ├── RunNotRunnableError             a run may not run (validation failed, config edited, already completed)
     └── SlurmError                      SLURM is missing or refused a job
-    (SlurmSettingsError, a slurm: setting the submit script cannot hold, is an ExperimentSchemaError)
+    (SlurmSettingsError, a slurm: setting the submit script cannot hold, is an ExperimentSchemaError;
+    TrackingError, a tracking backend that cannot be used, lives in execute/tracking.py)
 
-The helpers at the end build the "Did you mean ...?" part of every message.
+The helpers at the end build the "Did you mean ...?" part of every message, and
+``one_line`` turns a caught exception into the one line a message quotes.
 """
 
 from __future__ import annotations
@@ -138,3 +140,16 @@ def close_matches(word: str, candidates: Iterable[str], n: int = 3, cutoff: floa
     """The candidates closest to ``word``, best first (case-insensitive)."""
     pool = {c.lower(): c for c in candidates}
     return [pool[m] for m in difflib.get_close_matches(word.lower(), list(pool), n=n, cutoff=cutoff)]
+
+
+def one_line(exc: BaseException, limit: int | None = None) -> str:
+    """An exception as one line: its type and the first line of its message (cut to ``limit`` characters).
+
+    >>> one_line(ValueError("bad value\\nmore detail"))
+    'ValueError: bad value'
+    >>> one_line(KeyError(), limit=8), one_line(OSError("x" * 20), limit=12)
+    ('KeyError', 'OSError: ...')
+    """
+    text = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+    line = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return line if limit is None or len(line) <= limit else line[: limit - 3] + "..."

@@ -25,6 +25,6 @@ experiment directory contract (``expdir``) and never the compile or execute side
     0
 """
 
-from .program import main, one_line, run_configs
+from .program import main, run_configs
 
-__all__ = ["main", "one_line", "run_configs"]
+__all__ = ["main", "run_configs"]

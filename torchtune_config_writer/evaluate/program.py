@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..errors import one_line
 from ..expdir import EvalEntry, EvalResult, Evaluator, write_eval_result
 from .loading import ModelCache, checkpoint_key
 from .outcome import Outcome
@@ -99,7 +100,7 @@ def run_configs(paths: Sequence[Path], *, report: Path | None = None, force: boo
             print(f"--- {job.path}: {job.name} failed", file=sys.stderr)
             traceback.print_exc(file=sys.stderr)
             sys.stderr.flush()
-            error = one_line(exc)
+            error = one_line(exc, _ERROR_CHARS)
             book.add(job.name, State.FAILED, seconds, error)
             say(f"{prefix}: FAILED in {seconds:.2f} s ({error})")
             continue
@@ -107,17 +108,6 @@ def run_configs(paths: Sequence[Path], *, report: Path | None = None, force: boo
         book.add(job.name, state, seconds)
         say(f"{prefix}: {state.value} in {seconds:.2f} s ({note})")
     return 1 if book.failed else 0
-
-
-def one_line(exc: BaseException) -> str:
-    """An exception as one short line: its type and the first line of its message.
-
-    >>> one_line(ValueError("bad value\\nmore detail"))
-    'ValueError: bad value'
-    """
-    text = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
-    line = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-    return line if len(line) <= _ERROR_CHARS else line[: _ERROR_CHARS - 3] + "..."
 
 
 def _run(job: Job, cache: ModelCache, force: bool) -> tuple[State, str]:

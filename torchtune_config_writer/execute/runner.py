@@ -475,9 +475,9 @@ def run_experiment(exp_dir: str | Path, runs: str | Iterable[int] | None = None,
     if not todo:
         say("nothing to evaluate" if eval_only else "nothing to run")
         return summary
-    evaluated = sum(bool(r.evaluations) for r in todo)
+    evaluated = any(r.evaluations for r in todo)
     say(f"{'evaluating' if eval_only else 'running'} {len(todo)} run(s) of {mapping.experiment_name}, "
-        f"{parallel} at a time" + (f", each evaluated when it completes" if evaluated and not eval_only else "")
+        f"{parallel} at a time" + (", each evaluated when it completes" if evaluated and not eval_only else "")
         + f"; logs in {exp / LOG_DIR}")
     env = _thread_env(parallel)
     # (run, evaluate?) in order; a completed training puts its evaluation first, so results come early

@@ -57,7 +57,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigWriterError
+from ..errors import ConfigWriterError, one_line
 from ..expdir import EvalResult, RunEntry, RunMapping, State, StatusRecord, TrackingPlan
 
 MLFLOW = "mlflow"
@@ -129,7 +129,7 @@ def check_reachable(plan: TrackingPlan) -> None:
         try:
             client.search_experiments(max_results=1)
         except Exception as e:  # the store's own errors (sqlite, auth, HTTP) all mean the same to the user
-            raise TrackingError(f"MLflow at {uri} cannot be used: {_short(e)}") from None
+            raise TrackingError(f"MLflow at {uri} cannot be used: {one_line(e)}") from None
     else:
         _check_wandb(plan)
 
@@ -318,15 +318,9 @@ def _check_backend(plan: TrackingPlan) -> None:
             "generate again")
 
 
-def _short(e: BaseException) -> str:
-    """An exception as one line: its type and the first line of its message."""
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0] if text else ''}".rstrip(": ")
-
-
 def _warning(plan: TrackingPlan, run: RunEntry, record: StatusRecord, what: str, e: BaseException) -> str:
     where = f"MLflow at {_mlflow_uri_or_none(plan)}" if plan.backend == MLFLOW else f"W&B project {_project(plan)}"
-    return (f"{run.run_id}: {what} could not be logged to {where} (run {record.tracking_run_id}): {_short(e)}; "
+    return (f"{run.run_id}: {what} could not be logged to {where} (run {record.tracking_run_id}): {one_line(e)}; "
             "the result itself is recorded in status/ and results.csv")
 
 
@@ -429,7 +423,7 @@ def _mlflow_start(plan: TrackingPlan, mapping: RunMapping, run: RunEntry) -> Tra
         if created is not None:
             _abandon(client, created.info.run_id)
         raise TrackingError(f"{run.run_id}: could not create its MLflow run in experiment '{plan.experiment}' at "
-                            f"{uri}: {_short(e)}") from None
+                            f"{uri}: {one_line(e)}") from None
     run_id = created.info.run_id
     return TrackedRun(run_id, {
         "MLFLOW_RUN_ID": run_id,  # MLFlowLogger's start_run resumes this run instead of creating one
@@ -526,7 +520,7 @@ def _check_wandb(plan: TrackingPlan) -> None:
     try:
         logged_in = wandb.login(verify=True, prompt=False)
     except Exception as e:  # AuthenticationError, CommError: a bad key or a server out of reach
-        raise TrackingError(f"W&B cannot be reached or refused the API key ({_short(e)}): check the network and "
+        raise TrackingError(f"W&B cannot be reached or refused the API key ({one_line(e)}): check the network and "
                             f"`wandb login`, {offline}") from None
     if not logged_in:
         raise TrackingError(f"no W&B API key is configured: run `wandb login` or set WANDB_API_KEY, {offline}")
