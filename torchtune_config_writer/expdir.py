@@ -600,6 +600,20 @@ class StatusRecord:
         return max(0.0, (end - start).total_seconds())
 
 
+def written_before(path: str | Path, started: str | None) -> bool:
+    """True when ``path`` was last written before the attempt that started at ``started`` (a status
+    record's ISO time): the file belongs to an earlier attempt (an older log, a score of older weights).
+
+    False when ``started`` is missing or unreadable. Status times have whole seconds, so a file of
+    that same second counts as the attempt's. Raises OSError when ``path`` cannot be read.
+    """
+    try:
+        t0 = datetime.fromisoformat(str(started)).timestamp() if started else None
+    except ValueError:
+        return False
+    return t0 is not None and Path(path).stat().st_mtime < t0 - 1
+
+
 def read_status(exp_dir: str | Path, run_id: str, *, evaluation: bool = False) -> StatusRecord:
     """The run's status record (its evaluation's with ``evaluation``); without a status file, ``pending``."""
     path = eval_status_path(exp_dir, run_id) if evaluation else status_path(exp_dir, run_id)

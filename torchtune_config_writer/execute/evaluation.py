@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from ..errors import RunNotRunnableError
 from ..expdir import (
-    EvalResult, RunEntry, State, read_eval_result, read_status,
+    EvalResult, RunEntry, State, read_eval_result, read_status, written_before,
 )
 from .selection import config_sha256
 
@@ -89,16 +88,11 @@ def drop_stale_results(exp_dir: str | Path, run: RunEntry) -> list[str]:
     """Delete results written before the run's latest training started (they judged older checkpoints);
     return their evaluation names. Without this, a retrained run would keep its old scores."""
     started = read_status(exp_dir, run.run_id).started
-    try:
-        t0 = datetime.fromisoformat(str(started)).timestamp() - 1  # status times have whole seconds
-    except ValueError:
-        return []
     dropped = []
     for entry in run.evaluations:
-        path = Path(entry.result)
         try:
-            if path.stat().st_mtime < t0:
-                path.unlink()
+            if written_before(entry.result, started):
+                Path(entry.result).unlink()
                 dropped.append(entry.name)
         except FileNotFoundError:
             continue

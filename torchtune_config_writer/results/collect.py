@@ -28,13 +28,12 @@ import json
 import re
 import statistics
 from collections import Counter
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from ..expdir import (
     LOSS_PLOT, METRIC_PLOT, RESULTS_CSV, RESULTS_MD, MetricLog, RunEntry, RunMapping, State, StatusRecord,
-    load_mapping, read_all, read_all_evaluations,
+    load_mapping, read_all, read_all_evaluations, written_before,
 )
 from .metrics import EVAL_COLUMN, EvalTable, Primary, choose_primary, is_number, read_evaluations
 from .tracked import mlflow_client, mlflow_steps
@@ -104,13 +103,7 @@ def metric_log_file(log: MetricLog | None, started: str | None = None) -> Path |
     if not log_dir.is_dir():
         return None
     files = [log_dir / log.filename] if log.filename else list(log_dir.glob("*.txt"))
-    files = [f for f in files if f.is_file()]
-    if started:
-        try:
-            t0 = datetime.fromisoformat(started).timestamp() - 1  # status times have whole seconds
-            files = [f for f in files if f.stat().st_mtime >= t0]
-        except ValueError:
-            pass
+    files = [f for f in files if f.is_file() and not written_before(f, started)]
     return max(files, key=lambda f: f.stat().st_mtime) if files else None
 
 

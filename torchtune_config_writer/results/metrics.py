@@ -19,12 +19,14 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 from ..errors import ConfigWriterError, did_you_mean
-from ..expdir import EvalEntry, EvalResult, Evaluator, RunEntry, RunMapping, State, StatusRecord, read_eval_result
+from ..expdir import (
+    EvalEntry, EvalResult, Evaluator, RunEntry, RunMapping, State, StatusRecord, read_eval_result,
+    written_before,
+)
 
 #: The column that summarises a run's evaluation state (only when the experiment evaluates runs).
 EVAL_COLUMN = "eval"
@@ -180,12 +182,11 @@ def run_results(run: RunEntry, started: str | None) -> dict[str, EvalResult]:
     A result older than the training (a run trained again with ``--force``) is of other weights, so it
     is left out, as ``collect`` leaves out an older attempt's log.
     """
-    since = _timestamp(started)
     found = {}
     for entry in run.evaluations:
         path = Path(entry.result)
         try:
-            if since is not None and path.stat().st_mtime < since - 1:  # status times have whole seconds
+            if written_before(path, started):
                 continue
         except OSError:
             continue  # no result yet
@@ -193,13 +194,6 @@ def run_results(run: RunEntry, started: str | None) -> dict[str, EvalResult]:
         if result is not None:
             found[entry.name] = result
     return found
-
-
-def _timestamp(iso: str | None) -> float | None:
-    try:
-        return datetime.fromisoformat(iso).timestamp() if iso else None
-    except ValueError:
-        return None
 
 
 def metric_columns(runs: list[RunEntry], results: Mapping[str, Mapping[str, EvalResult]]) -> list[MetricColumn]:
