@@ -525,3 +525,12 @@ def test_submit_checks_the_tracking_server_once_before_submitting_anything(make_
     with pytest.raises(TrackingError, match="127.0.0.1:9"):
         submit.submit(exp, echo=lambda line: None)
     assert not (exp / expdir.JOBS_FILE).exists()  # nothing was submitted
+
+
+def test_an_eval_config_edited_after_validation_is_refused_before_submitting(evaluated_dir) -> None:
+    exp = evaluated_dir(2)
+    path = exp / expdir.eval_config_file("run_000", 0, "heldout")
+    path.write_text(path.read_text() + "\n# edited\n")
+    result = cli("submit", str(exp), "--dry-run")
+    assert result.exit_code == 1
+    assert "run_000: eval/run_000/epoch_0.heldout.yaml was changed after validation" in result.stderr

@@ -54,14 +54,24 @@ def check_evaluable(exp_dir: str | Path, run: RunEntry) -> None:
             record.state, f"its training {record.state}" + (f" (exit {record.exit_code})" if record.exit_code else ""))
         raise RunNotRunnableError(f"{rid} is not evaluated: {why}; evaluation needs the checkpoints of a completed "
                                   "training run (train it with `run`, or `run --rerun-failed`)")
+    problems = config_problems(exp, run)
+    if problems:
+        raise RunNotRunnableError(problems[0])
+
+
+def config_problems(exp_dir: str | Path, run: RunEntry) -> list[str]:
+    """Why the run's evaluation configs may not be used, one line each: missing, or changed since they were
+    validated (as ``selection.check_runnable`` says of a training config)."""
+    problems = []
     for entry in run.evaluations:
-        path = exp / entry.config
+        path = Path(exp_dir) / entry.config
         if not path.is_file():
-            raise RunNotRunnableError(f"{rid}: its evaluation config {entry.config} is missing; generate the "
-                                      "experiment again")
-        if entry.config_sha256 and config_sha256(path) != entry.config_sha256:
-            raise RunNotRunnableError(f"{rid}: {entry.config} was changed after validation; put the change in the "
-                                      "experiment file's evaluation: section and generate again")
+            problems.append(f"{run.run_id}: {entry.config} (an evaluation config) is missing; generate the "
+                            "experiment again")
+        elif entry.config_sha256 and config_sha256(path) != entry.config_sha256:
+            problems.append(f"{run.run_id}: {entry.config} was changed after validation; put the change in the "
+                            "experiment file's evaluation: section and generate again")
+    return problems
 
 
 def read_report(path: Path) -> dict[str, dict[str, Any]]:

@@ -32,7 +32,7 @@ from ..expdir import (
     EVAL_SCRIPT_FILE, FORCE_ENV, LOG_DIR, SCRIPT_FILE, SLURM_LOG_PATTERN, ArrayChunk, JobRecord, RunEntry,
     RunMapping, SlurmState, State, append_job, compress_ranges, jobs_lock, load_mapping, plan_arrays, script_groups,
 )
-from . import tracking
+from . import evaluation, tracking
 from .selection import check_all_runnable, select_runs
 from .slurm_state import RESUBMIT_STATES, RunState, run_states
 
@@ -156,12 +156,12 @@ def _refuse_unsubmittable(exp: Path, train: list[RunEntry], evaluate: list[RunEn
 
 
 def _check_eval_configs(exp: Path, runs: Iterable[RunEntry]) -> None:
-    """Refuse evaluations whose configs are missing: their tasks would wait in the queue only to fail."""
-    missing = [f"{run.run_id}: {e.config}" for run in runs for e in run.evaluations if not (exp / e.config).is_file()]
-    if missing:
+    """Refuse evaluations whose configs are missing or changed: their tasks would wait in the queue only to fail."""
+    problems = [p for run in runs for p in evaluation.config_problems(exp, run)]
+    if problems:
         raise ExperimentDirError(
-            f"{len(missing)} evaluation config(s) missing, so nothing was submitted: {', '.join(missing[:5])}"
-            f"{', ...' if len(missing) > 5 else ''}; generate the experiment again to write them"
+            f"{len(problems)} evaluation config(s) cannot be used, so nothing was submitted: {'; '.join(problems[:5])}"
+            f"{'; ...' if len(problems) > 5 else ''}"
         )
 
 
