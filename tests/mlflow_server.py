@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -24,6 +23,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
+
+from torchtune_config_writer.execute.runner import kill_group
 
 #: Seconds to wait for /health; the first start migrates a new sqlite database (several seconds on a busy machine).
 START_TIMEOUT_S = 120.0
@@ -63,16 +64,7 @@ def _healthy(uri: str) -> bool:
 
 def _stop(proc: subprocess.Popen) -> None:
     """SIGTERM the server's process group (it forks workers), SIGKILL it if it lingers."""
-    for sig, wait_s in ((signal.SIGTERM, 15), (signal.SIGKILL, None)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait_s)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+    kill_group(proc, grace_s=15)
 
 
 @contextlib.contextmanager

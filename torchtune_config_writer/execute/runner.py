@@ -167,13 +167,13 @@ class _Child:
         """Stop the child (and its own children) and record ``cancelled``, unless it had already ended."""
         if self.proc.poll() is not None:
             return self.finish()
-        _kill_group(self.proc)
+        kill_group(self.proc)
         return self.finish(State.CANCELLED)
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
+def kill_group(proc: subprocess.Popen, grace_s: float = _KILL_GRACE_S) -> None:
     """SIGTERM the child's process group (torchrun and its workers), SIGKILL it after a grace period."""
-    for sig, wait_s in ((signal.SIGTERM, _KILL_GRACE_S), (signal.SIGKILL, None)):
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, None)):
         try:
             os.killpg(proc.pid, sig)
         except ProcessLookupError:
