@@ -61,10 +61,10 @@ def test_a_directory_of_another_format_says_to_regenerate(make_experiment_dir):
         load_mapping(exp)
 
 
-def test_status_records_keep_fields_a_newer_version_adds(make_experiment_dir):
+def test_status_records_ignore_fields_a_newer_version_adds(make_experiment_dir):
     exp = make_experiment_dir([{"optimizer.lr": 1e-3}])
     expdir.status_path(exp, "run_000").parent.mkdir()
-    expdir.status_path(exp, "run_000").write_text('{"state": "failed", "exit_code": 2, "attempt": 3}')
+    expdir.status_path(exp, "run_000").write_text('{"state": "failed", "exit_code": 2, "written_by": "a newer version"}')
     assert read_status(exp, "run_000") == StatusRecord("run_000", State.FAILED, exit_code=2)
 
 

@@ -44,6 +44,8 @@ RESOLVED_EXPERIMENT_FILE = "experiment.resolved.yaml"
 MAPPING_FILE = "run_mapping.yaml"
 #: The same data as JSON, written with it; read instead when it matches the YAML's sha256.
 MAPPING_CACHE_FILE = ".run_mapping.json"
+#: Held while run_mapping.yaml is rewritten after generation (``add_attempt``).
+MAPPING_LOCK_FILE = ".run_mapping.lock"
 REPORT_FILE = "validation_report.txt"
 SCRIPT_FILE = "submit.sbatch"
 #: The job-array script of the runs whose SLURM resources differ from the first run's (``submit_1.sbatch``...).
@@ -230,6 +232,54 @@ class SlurmPlan:
     cpus_per_task: int | None = None
     mem: str | None = None
     constraint: str | None = None
+    max_submit: int | None = None
+    """At most this many of the experiment's tasks queued or running at once (a QoS MaxSubmitJobs), a
+    feeding task included; None: ``submit`` asks ``sacctmgr`` and, when it finds no limit, submits everything."""
+    time_safety: float = 1.5
+    """With ``time: auto``: a run's limit is its tokens / measured tokens per second times this."""
+    requeue: bool = True
+    """With a time limit: ask for a warning signal before it, requeue the task and resume the run."""
+    signal_seconds: int = 300
+    """How long before the time limit the warning (SIGUSR1) comes (``--signal=B:USR1@N``)."""
+    max_requeues: int = 3
+    """A run requeued this many times without saving a new epoch is not requeued again."""
+
+    @property
+    def time_auto(self) -> bool:
+        """``time: auto``: each run's limit comes from the measured throughput of earlier runs."""
+        return self.time == TIME_AUTO
+
+
+#: ``slurm.time`` value asking for time limits estimated from completed runs.
+TIME_AUTO = "auto"
+
+
+@dataclass(frozen=True)
+class OomRetryPlan:
+    """``oom_retry:``: a run that fails out of memory is tried again with half the batch size."""
+
+    max_attempts: int = 3
+    """Attempts in all, the first included."""
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """A later attempt of a run (2, 3, ...): the config it trains with, and why and how it differs.
+
+    Attempt 1 is the run's own ``config``; ``RunEntry.attempts`` lists the others, oldest first.
+    """
+
+    number: int
+    config: str
+    """Its config, relative to the experiment directory (``configs/run_003.attempt_2.yaml``)."""
+    config_sha256: str
+    reason: str
+    """Why it was made: ``oom`` (the previous attempt ran out of memory)."""
+    changes: dict[str, list[Any]] = dataclasses.field(default_factory=dict)
+    """Dotted key -> [previous value, this attempt's value]."""
+    note: str | None = None
+    """What else a reader must know (``the effective batch size changes from 6 to 4``)."""
+    created: str = ""
 
 
 @dataclass(frozen=True)
@@ -341,11 +391,30 @@ class RunEntry:
     """What is evaluated after it trains, in order (empty without ``evaluation:``)."""
     tracking_name: str | None = None
     """Its run name in the tracking backend (None without ``tracking:``)."""
+    attempts: tuple[Attempt, ...] = ()
+    """Its later attempts (out-of-memory retries), oldest first; empty: it trains with ``config``."""
+    tokens: int | None = None
+    """Tokens it trains on (dataset tokens x epochs), counted by ``generate`` for ``slurm.time: auto``."""
 
     @property
     def label(self) -> str:
         """How people see the run: its name, else its id."""
         return self.name or self.run_id
+
+    @property
+    def attempt(self) -> int:
+        """The number of its current attempt (1 until a retry was written)."""
+        return self.attempts[-1].number if self.attempts else 1
+
+    @property
+    def current_config(self) -> str:
+        """The config its next training uses: the latest attempt's, else ``config``."""
+        return self.attempts[-1].config if self.attempts else self.config
+
+    @property
+    def current_sha256(self) -> str:
+        """sha256 of ``current_config`` as written."""
+        return self.attempts[-1].config_sha256 if self.attempts else self.config_sha256
 
 
 @dataclass(frozen=True)
@@ -377,6 +446,10 @@ class RunMapping:
     """None when runs are tracked by nothing but their DiskLogger (or their own metric_logger)."""
     git: GitInfo | None = None
     """None when the experiment file is not in a git repository (or git is missing)."""
+    oom_retry: OomRetryPlan | None = None
+    """None: a run that runs out of memory is not retried by itself (``submit --retry-oom`` still can)."""
+    resumable: bool = False
+    """The recipe resumes from its last saved epoch (``resume_from_checkpoint=True``) after a requeue."""
     format: int = FORMAT
 
     @cached_property
@@ -408,7 +481,7 @@ def run_id(index: int, width: int = 3) -> str:
 
 
 #: Keys a run may lack: added to format 3 later, so older directories still load.
-_OPTIONAL_RUN_KEYS = ("memory", "evaluations", "tracking_name")
+_OPTIONAL_RUN_KEYS = ("memory", "evaluations", "tracking_name", "attempts", "tokens")
 _RUN_KEYS = tuple(f.name for f in dataclasses.fields(RunEntry) if f.name not in _OPTIONAL_RUN_KEYS)
 
 
@@ -416,9 +489,9 @@ def _mapping_data(mapping: RunMapping) -> dict[str, Any]:
     data = _plain(mapping)
     data.pop("base_config_file" if mapping.base_config else "base_config")
     order = ["format", "experiment_name", "recipe", "distributed", "base_config", "base_config_file", "created",
-             "tool_version", "git", "variables", "derived", "seeded", "validation", "slurm", "evaluation", "tracking",
-             "runs"]
-    for key in ("git", "evaluation", "tracking"):  # optional sections: absent rather than null
+             "tool_version", "git", "variables", "derived", "seeded", "validation", "resumable", "slurm", "oom_retry",
+             "evaluation", "tracking", "runs"]
+    for key in ("git", "evaluation", "tracking", "oom_retry"):  # optional sections: absent rather than null
         if data.get(key) is None:
             data.pop(key, None)
     for run in data["runs"]:
@@ -441,14 +514,36 @@ def write_mapping(exp_dir: str | Path, mapping: RunMapping) -> Path:
     path = Path(exp_dir) / MAPPING_FILE
     data = _mapping_data(mapping)
     text = dump_mapping(mapping, data)
-    path.write_text(text)
+    atomic_write_text(path, text)  # tasks read it while a retry (``add_attempt``) rewrites it
     try:
         blob = json.dumps({"source_sha256": hashlib.sha256(text.encode()).hexdigest(), "data": data}, allow_nan=False)
     except ValueError:
         return path  # a NaN or infinite value: JSON cannot carry it, the YAML alone will be read
     if json.loads(blob)["data"] == data:  # else e.g. a non-string key: again the YAML alone
-        (Path(exp_dir) / MAPPING_CACHE_FILE).write_text(blob)
+        atomic_write_text(Path(exp_dir) / MAPPING_CACHE_FILE, blob)
     return path
+
+
+def add_attempt(exp_dir: str | Path, index: int, attempt: Attempt) -> RunEntry:
+    """Record a new attempt of run ``index`` in run_mapping.yaml (under its lock, atomically) and return
+    the run as it is now. Tasks of other runs may do the same at the same moment from other nodes.
+
+    >>> add_attempt(exp, 3, Attempt(2, "configs/run_003.attempt_2.yaml", sha, "oom")).attempt   # doctest: +SKIP
+    2
+    """
+    from filelock import FileLock
+
+    exp = Path(exp_dir)
+    with FileLock(str(exp / MAPPING_LOCK_FILE), timeout=120):
+        mapping = load_mapping(exp)
+        run = mapping.by_index[index]
+        if attempt.number != run.attempt + 1:
+            raise ExperimentDirError(f"{run.run_id} is at attempt {run.attempt}; attempt {attempt.number} "
+                                     "cannot follow it (another process recorded one first?)")
+        new = dataclasses.replace(run, attempts=(*run.attempts, attempt))
+        write_mapping(exp, dataclasses.replace(mapping, runs=tuple(new if r.index == index else r
+                                                                   for r in mapping.runs)))
+    return new
 
 
 def _read_mapping_data(path: Path) -> Any:
@@ -516,6 +611,8 @@ def load_mapping(exp_dir: str | Path) -> RunMapping:
             evaluation=_evaluation_plan(data.get("evaluation")),
             tracking=None if data.get("tracking") is None else _build(TrackingPlan, data["tracking"]),
             git=None if data.get("git") is None else _build(GitInfo, data["git"]),
+            oom_retry=None if data.get("oom_retry") is None else _build(OomRetryPlan, data["oom_retry"]),
+            resumable=bool(data.get("resumable", False)),
         )
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise ExperimentDirError(
@@ -536,6 +633,8 @@ def _run_entry(data: dict[str, Any]) -> RunEntry:
         evaluations=tuple(EvalEntry(Evaluator(e["evaluator"]), int(e["epoch"]), str(e["config"]), str(e["result"]),
                                     str(e.get("config_sha256") or "")) for e in data.get("evaluations") or ()),
         tracking_name=None if data.get("tracking_name") is None else str(data["tracking_name"]),
+        attempts=tuple(_build(Attempt, {**a, "changes": dict(a.get("changes") or {})}) for a in data.get("attempts") or ()),
+        tokens=None if data.get("tokens") is None else int(data["tokens"]),
     )
 
 
@@ -577,6 +676,17 @@ class StatusRecord:
     """The run's id in the tracking backend (MLflow run id, W&B run id), once it started."""
     evaluations: dict[str, dict[str, Any]] | None = None
     """Only in an evaluation's record: ``EvalEntry.name`` -> ``{"state", "seconds", "error"}`` per evaluation."""
+    attempt: int | None = None
+    """Which attempt of the run (``RunEntry.attempts``) this record is of; None: the first."""
+    slurm_state: str | None = None
+    """SLURM's end state (``OUT_OF_MEMORY``, ``TIMEOUT``, ``NODE_FAIL``...) when the task could not record its
+    own end and ``status`` learned it from squeue or sacct; ``state`` then says failed or cancelled."""
+    requeues: int = 0
+    """Times SLURM requeued the task (time limit warning, preemption) while it ran this attempt."""
+    resumed_from_epoch: int | None = None
+    """The saved epoch this attempt resumed from (``resume_from_checkpoint``); None: it started afresh."""
+    note: str | None = None
+    """One line for ``status``: why it was requeued, why it could not resume, ..."""
 
     @property
     def slurm_task(self) -> tuple[str, int] | None:

@@ -210,7 +210,9 @@ def plan_resources(settings: SlurmSettings, runs: list[tuple[str, object, SlurmS
             values["gpus_per_run"] = 0 if str(device) == "cpu" else 1
         per_run.append(values)
     base = per_run[0] if per_run else {k: getattr(settings, k) for k in RESOURCES} | {"gpus_per_run": settings.gpus_per_run or 1}
-    plan = SlurmPlan(max_concurrent=first.max_concurrent, max_array_size=first.max_array_size, **base)
+    plan = SlurmPlan(max_concurrent=first.max_concurrent, max_array_size=first.max_array_size,
+                     max_submit=first.max_submit, time_safety=first.time_safety, requeue=first.requeue,
+                     signal_seconds=first.signal_seconds, max_requeues=first.max_requeues, **base)
     note = ""
     if settings.gpus_per_run is None and "gpus_per_run" not in _expression_keys(runs) and per_run \
             and all(r["gpus_per_run"] == 0 for r in per_run):

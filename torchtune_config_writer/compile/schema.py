@@ -53,7 +53,20 @@ class SlurmSettings(_Strict):
     qos: str | None = None
     """``--qos``; may be an expression."""
     time: str | None = None
-    """Time limit per run (``MM``, ``HH:MM:SS``, ``D-HH:MM:SS``); may be an expression."""
+    """Time limit per run (``MM``, ``HH:MM:SS``, ``D-HH:MM:SS``), or ``auto`` (estimated at submit time from the
+    measured throughput of completed runs with the same model and recipe); may be an expression."""
+    time_safety: float = Field(1.5, ge=1)
+    """With ``time: auto``: a run's limit is its tokens / measured tokens per second times this factor."""
+    requeue: bool = True
+    """With a time limit: a warning signal ``signal_seconds`` before it stops the run, SLURM requeues the task
+    and the run resumes from its last saved epoch (where the recipe can)."""
+    signal_seconds: int = Field(300, ge=10)
+    """Seconds before the time limit that the warning signal (SIGUSR1) comes."""
+    max_requeues: int = Field(3, ge=0)
+    """A run requeued this many times without saving a new epoch is left as TIMEOUT."""
+    max_submit: int | None = Field(None, ge=2)
+    """At most this many of the experiment's tasks queued or running at once (the QoS's MaxSubmitJobs); the
+    tasks submit the rest as they finish. Default: what ``sacctmgr`` says of your QoS/association, if anything."""
     nodes: int = Field(1, ge=1)
     """Nodes per run; only 1 is supported."""
     gpus_per_run: int | None = Field(None, ge=0)
@@ -88,8 +101,8 @@ class SlurmSettings(_Strict):
     @field_validator("time")
     @classmethod
     def _check_time(cls, v: str | None) -> str | None:
-        if v is not None and not re.fullmatch(r"(\d+-)?\d+(:\d{1,2}){0,2}", v):
-            raise ValueError(f"'{v}' is not a SLURM time limit; write MM, HH:MM:SS or D-HH:MM:SS")
+        if v is not None and v != "auto" and not re.fullmatch(r"(\d+-)?\d+(:\d{1,2}){0,2}", v):
+            raise ValueError(f"'{v}' is not a SLURM time limit; write MM, HH:MM:SS, D-HH:MM:SS or auto")
         return v
 
 
@@ -185,7 +198,7 @@ class EvaluationSlurm(_Strict):
     mem: str | None = None
     constraint: str | None = None
 
-    _check_time = field_validator("time")(SlurmSettings._check_time.__func__)
+    _check_time = field_validator("time")(SlurmSettings._check_time.__func__)  # (``auto`` allowed there too)
 
 
 class EvaluationSettings(_Strict):
@@ -313,6 +326,14 @@ class SampleSettings(_Strict):
         return v
 
 
+class OomRetrySettings(_Strict):
+    """``oom_retry:``: a run that runs out of memory is tried again with half the batch size and twice the
+    gradient accumulation (the same effective batch), as a new attempt of the same run."""
+
+    max_attempts: int = Field(3, ge=2)
+    """Attempts in all, the first included."""
+
+
 class Experiment(_Strict):
     """A parsed, schema-valid experiment definition."""
 
@@ -356,6 +377,8 @@ class Experiment(_Strict):
     """Evaluate every run after it trains: held-out loss, lm-eval and inspect-ai tasks."""
     tracking: TrackingSettings | None = None
     """Log every run and its evaluation to MLflow or W&B."""
+    oom_retry: OomRetrySettings | None = None
+    """Retry a run that runs out of memory with half the batch size (``{max_attempts: 3}``)."""
 
     slurm_expressions: dict[str, str] = Field(default_factory=dict, exclude=True)
     """``slurm:`` values that are expressions (evaluated per run); ``slurm`` holds the rest."""
@@ -471,7 +494,8 @@ def _check_language(exp: Experiment) -> None:
 PRESETS_DIR = Path(__file__).parent / "presets"
 
 # Sections whose keys merge across included files (a later file wins per key); any other value is replaced.
-_MERGED_SECTIONS = ("variables", "controls", "derived", "output", "slurm", "sample", "hardware", "evaluation", "tracking")
+_MERGED_SECTIONS = ("variables", "controls", "derived", "output", "slurm", "sample", "hardware", "evaluation", "tracking",
+                    "oom_retry")
 
 
 def presets() -> dict[str, Path]:

@@ -24,7 +24,7 @@ from .. import __version__
 from ..errors import ExperimentDirError
 from ..expdir import (
     CONFIGS_DIR, EXPERIMENT_FILE, MAPPING_FILE, RESOLVED_EXPERIMENT_FILE, REPORT_FILE, RUNS_DIR, EvalEntry,
-    EvaluationPlan, GitInfo, MetricLog, RunEntry, RunMapping, SlurmPlan, Validation, config_file, format_parameters,
+    EvaluationPlan, GitInfo, MetricLog, OomRetryPlan, RunEntry, RunMapping, SlurmPlan, Validation, config_file, format_parameters,
     recorded_run_ids, write_mapping,
 )
 from .sbatch import write_submit_scripts
@@ -149,6 +149,7 @@ def _write_files(result: GenerationResult, root: Path) -> None:
         evaluation=_evaluation_plan(exp),
         tracking=result.tracking,
         git=git_info(exp.source_path.parent if exp.source_path else None),
+        oom_retry=None if exp.oom_retry is None else OomRetryPlan(max_attempts=exp.oom_retry.max_attempts),
     )
     write_mapping(root, mapping)
     (root / REPORT_FILE).write_text(validation_report(result))

@@ -80,7 +80,7 @@ def build_command(mapping: RunMapping, run: RunEntry, nproc_per_node: int | str 
     """
     # torchrun options: runs sharing a node must not collide, so each gets a free port (--standalone).
     torchrun = ["--nnodes", "1", "--nproc_per_node", str(nproc_for(nproc_per_node))]
-    config = ["--config", run.config]
+    config = ["--config", run.current_config]
     if is_recipe_file(mapping.recipe):
         # `tune run /path/recipe.py` hands the path to runpy.run_module, which refuses it: run the file itself.
         if mapping.distributed:

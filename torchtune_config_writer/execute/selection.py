@@ -98,7 +98,7 @@ def check_runnable(exp_dir: str | Path, run: RunEntry | int | str) -> Path:
     exp = Path(exp_dir)
     if not isinstance(run, RunEntry):
         run = find_run(load_mapping(exp), run)
-    rid, config = run.run_id, exp / run.config
+    rid, config = run.run_id, exp / run.current_config  # a retry's attempt config once one was written
     if run.validation == Validation.FAILED:
         raise RunNotRunnableError(
             f"{rid} may not run: its config {run.config} failed validation when it was generated "
@@ -112,10 +112,10 @@ def check_runnable(exp_dir: str | Path, run: RunEntry | int | str) -> Path:
     if not config.is_file():
         raise RunNotRunnableError(f"{rid} may not run: its config {config} is missing; generate the experiment again")
     actual = config_sha256(config)
-    if actual != run.config_sha256:
+    if actual != run.current_sha256:
         raise RunNotRunnableError(
             f"{rid} may not run: {config} was changed after validation (sha256 {actual[:12]}..., "
-            f"recorded {run.config_sha256[:12]}...); put the change in the experiment file and generate "
+            f"recorded {run.current_sha256[:12]}...); put the change in the experiment file and generate "
             "again (or restore the generated file)"
         )
     return config
