@@ -115,11 +115,13 @@ class SlurmCluster:
 
 @contextlib.contextmanager
 def slurm_cluster(root: Path, *, max_array_size: int = 1001, gpus: int = 2,
-                  timeout: float = 60) -> Iterator[SlurmCluster]:
+                  timeout: float = 60, min_job_age: int = 3600) -> Iterator[SlurmCluster]:
     """Start a cluster under ``root`` (created), set ``SLURM_CONF``, yield it, stop it.
 
     ``gpus`` fake GPUs let ``--gres=gpu:N`` jobs schedule (SLURM sets CUDA_VISIBLE_DEVICES
     and SLURM_GPUS_ON_NODE); making their device files needs root, so a plain user gets none.
+    ``min_job_age``: seconds squeue keeps showing a finished job (MinJobAge; SLURM's minimum is 2):
+    a small value makes squeue forget tasks as a busy cluster does after its default 300 s.
 
     Raises ``SlurmNotInstalled`` when binaries are missing and ``SlurmStartError``
     when they are there but the node never becomes idle.
@@ -128,7 +130,7 @@ def slurm_cluster(root: Path, *, max_array_size: int = 1001, gpus: int = 2,
     if missing:
         raise SlurmNotInstalled(f"SLURM binaries not installed ({', '.join(missing)}); run .ci/install_slurm.sh")
     reap_orphans()
-    cluster = _configure(Path(root).resolve(), max_array_size, gpus)
+    cluster = _configure(Path(root).resolve(), max_array_size, gpus, min_job_age)
     old_conf = os.environ.get("SLURM_CONF")
     os.environ["SLURM_CONF"] = str(cluster.conf)
     _register(cluster)
@@ -178,7 +180,7 @@ def _fake_gpus(root: Path, count: int) -> int:
     return count
 
 
-def _configure(root: Path, max_array_size: int, gpus: int) -> SlurmCluster:
+def _configure(root: Path, max_array_size: int, gpus: int, min_job_age: int = 3600) -> SlurmCluster:
     for sub in ("state", "spool", "log", "run", "munge"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     gpus = _fake_gpus(root, gpus)
@@ -223,7 +225,7 @@ SelectTypeParameters=CR_Core
 MpiDefault=none
 MailProg=/bin/true
 ReturnToService=2
-MinJobAge=3600
+MinJobAge={min_job_age}
 MaxArraySize={max_array_size}
 SchedulerParameters=sched_interval=1
 {gres_types}{node_line}{node_gres} NodeAddr=127.0.0.1 State=UNKNOWN
