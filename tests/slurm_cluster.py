@@ -115,13 +115,16 @@ class SlurmCluster:
 
 @contextlib.contextmanager
 def slurm_cluster(root: Path, *, max_array_size: int = 1001, gpus: int = 2,
-                  timeout: float = 60, min_job_age: int = 3600) -> Iterator[SlurmCluster]:
+                  timeout: float = 60, min_job_age: int = 3600,
+                  max_job_count: int = 10000) -> Iterator[SlurmCluster]:
     """Start a cluster under ``root`` (created), set ``SLURM_CONF``, yield it, stop it.
 
     ``gpus`` fake GPUs let ``--gres=gpu:N`` jobs schedule (SLURM sets CUDA_VISIBLE_DEVICES
     and SLURM_GPUS_ON_NODE); making their device files needs root, so a plain user gets none.
     ``min_job_age``: seconds squeue keeps showing a finished job (MinJobAge; SLURM's minimum is 2):
     a small value makes squeue forget tasks as a busy cluster does after its default 300 s.
+    ``max_job_count``: MaxJobCount, the jobs slurmctld holds at once, every array task counted (SLURM's
+    default 10,000; sbatch waits and retries forever once it is reached).
 
     Raises ``SlurmNotInstalled`` when binaries are missing and ``SlurmStartError``
     when they are there but the node never becomes idle.
@@ -130,7 +133,7 @@ def slurm_cluster(root: Path, *, max_array_size: int = 1001, gpus: int = 2,
     if missing:
         raise SlurmNotInstalled(f"SLURM binaries not installed ({', '.join(missing)}); run .ci/install_slurm.sh")
     reap_orphans()
-    cluster = _configure(Path(root).resolve(), max_array_size, gpus, min_job_age)
+    cluster = _configure(Path(root).resolve(), max_array_size, gpus, min_job_age, max_job_count)
     old_conf = os.environ.get("SLURM_CONF")
     os.environ["SLURM_CONF"] = str(cluster.conf)
     _register(cluster)
@@ -180,7 +183,8 @@ def _fake_gpus(root: Path, count: int) -> int:
     return count
 
 
-def _configure(root: Path, max_array_size: int, gpus: int, min_job_age: int = 3600) -> SlurmCluster:
+def _configure(root: Path, max_array_size: int, gpus: int, min_job_age: int = 3600,
+               max_job_count: int = 10000) -> SlurmCluster:
     for sub in ("state", "spool", "log", "run", "munge"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     gpus = _fake_gpus(root, gpus)
@@ -227,6 +231,7 @@ MailProg=/bin/true
 ReturnToService=2
 MinJobAge={min_job_age}
 MaxArraySize={max_array_size}
+MaxJobCount={max_job_count}
 SchedulerParameters=sched_interval=1
 {gres_types}{node_line}{node_gres} NodeAddr=127.0.0.1 State=UNKNOWN
 PartitionName=debug Nodes={node} Default=YES MaxTime=INFINITE State=UP
