@@ -57,8 +57,13 @@ def run_cmd(experiment_dir: Path, runs: str | None, parallel: int, rerun_failed:
 @click.option("--force", is_flag=True,
               help="Also submit completed runs (training them again overwrites their outputs); with --eval-only, "
                    "evaluate completed evaluations again.")
+@click.option("--time", "time_limit", metavar="HH:MM:SS",
+              help="Time limit of the training tasks of this submission (overrides slurm.time, auto included).")
+@click.option("--evidence", multiple=True, metavar="DIR", type=click.Path(file_okay=False),
+              help="With slurm.time: auto, also measure throughput on the completed runs of this experiment "
+                   "directory (repeatable; sibling directories are always searched).")
 def submit_cmd(experiment_dir: str, runs: str | None, failed: bool, eval_only: bool, dry_run: bool,
-               force: bool) -> None:
+               force: bool, time_limit: str | None, evidence: tuple[str, ...]) -> None:
     """Submit the runs of EXPERIMENT_DIR as a SLURM job array (submit.sbatch).
 
     When the runs are evaluated, each training array gets an evaluation array
@@ -70,7 +75,7 @@ def submit_cmd(experiment_dir: str, runs: str | None, failed: bool, eval_only: b
     from ..execute.submit import submit
 
     arrays = submit(experiment_dir, runs, failed=failed, eval_only=eval_only, dry_run=dry_run, force=force,
-                    echo=click.echo, note=lambda line: click.echo(line, err=True))
+                    echo=click.echo, note=lambda line: click.echo(line, err=True), time=time_limit, evidence=evidence)
     if arrays and not dry_run:
         click.echo(f"follow them with: torchtune-config-writer status {experiment_dir}")
 

@@ -32,6 +32,7 @@ from .merge import apply
 from .plan import Counts, PlannedRun, build_plan, refuse_output_dir, resolve_axes, resolve_computed
 from .render import Renderer
 from .sbatch import plan_resources
+from .tokens import check_evaluation_time
 from .sweep import canonical
 from .tracking import NAME_KEY, logger_section, run_names, tracking_plan
 from .schema import Experiment, SlurmSettings, load_experiment, to_plain
@@ -69,6 +70,8 @@ class RunResult:
     """Estimated peak GPU memory per device (Appendix H); None for runs on the CPU or not validated."""
     tracking_name: str | None = None
     """Its run name in the tracking backend (None without ``tracking:``)."""
+    tokens: int | None = None
+    """Tokens it trains on, counted when its ``slurm.time`` is ``auto`` (compile/tokens.py)."""
     text: str = field(default="", repr=False)
     plain: dict = field(default_factory=dict, repr=False)
     """The config as a plain dict, sharing unchanged parts with the other runs: read it, never change it."""
@@ -149,6 +152,11 @@ def generate_configs(
         check_run_dirs([r.output_dir for r in result.runs], experiment_dir)
     if validate:
         _validate(result)
+        from .tokens import count_tokens
+
+        counted = count_tokens(result)  # slurm.time: auto (Appendix J.5)
+        if counted:
+            result.notes.append(counted)
     else:
         result.evaluations = plan_evaluations(result, check_except=None)[0]
     if write:
@@ -263,6 +271,7 @@ def compile_experiment(exp: Experiment, experiment_dir: Path) -> GenerationResul
         exp.slurm, [(r.run_id, r.plain.get("device", "cuda"), p.slurm) for r, p in zip(runs, plan.runs)], exp.where)
     for run, own in zip(runs, resources):
         run.resources = own
+    check_evaluation_time(exp, [r.resources.get("time", slurm.time) for r in runs])
     return GenerationResult(
         experiment=exp,
         experiment_dir=experiment_dir,

@@ -231,6 +231,8 @@ def _sbatch_lines(plan: SlurmPlan, settings: SlurmSettings) -> list[str]:
                      ("time", "--time"), ("cpus_per_task", "--cpus-per-task"), ("mem", "--mem"),
                      ("constraint", "--constraint")):
         value = getattr(plan, key)
+        if key == "time" and plan.time_auto:
+            continue  # submit gives each array its estimated limit on the command line (Appendix J.5)
         if value is not None:
             lines.append(f"{opt}={sbatch_value(value, f'slurm.{key}')}")
     if plan.gpus_per_run > 0:

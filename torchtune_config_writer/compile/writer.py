@@ -129,7 +129,7 @@ def _write_files(result: GenerationResult, root: Path) -> None:
             name=run.name, derived=run.derived, seed=run.seed, configuration=run.configuration,
             resources=run.resources,
             memory=None if run.memory is None else run.memory.record(result.memory_budget),
-            evaluations=evaluations, tracking_name=run.tracking_name,
+            evaluations=evaluations, tracking_name=run.tracking_name, tokens=run.tokens,
         ))
     mapping = RunMapping(
         experiment_name=exp.experiment_name,

@@ -32,7 +32,7 @@ from ..expdir import (
     EVAL_SCRIPT_FILE, FORCE_ENV, LOG_DIR, SCRIPT_FILE, SLURM_LOG_PATTERN, ArrayChunk, JobRecord, RunEntry,
     RunMapping, SlurmState, State, append_job, compress_ranges, jobs_lock, load_mapping, plan_arrays, script_groups,
 )
-from . import evaluation, tracking
+from . import evaluation, tracking, walltime
 from .selection import check_all_runnable, select_runs
 from .slurm_state import RESUBMIT_STATES, RunState, run_states
 
@@ -65,6 +65,8 @@ class PlannedArray:
     """For an evaluation array: the position (in the plan) of the training array whose tasks it follows."""
     force: bool = False
     """Export ``FORCE_ENV=1`` to its tasks: they may train, or evaluate, a completed run again."""
+    time: str | None = None
+    """``--time`` for its tasks (``slurm.time: auto`` or ``submit --time``); None: the script's own."""
 
 
 def cluster_max_array_size() -> int | None:
@@ -167,7 +169,8 @@ def _check_eval_configs(exp: Path, runs: Iterable[RunEntry]) -> None:
 
 def submit(exp_dir: str | Path, runs: str | None = None, *, failed: bool = False, eval_only: bool = False,
            dry_run: bool = False, force: bool = False, echo: Callable[[str], None] = print,
-           note: Callable[[str], None] = lambda line: None) -> list[SubmittedArray]:
+           note: Callable[[str], None] = lambda line: None, time: str | None = None,
+           evidence: Iterable[str | Path] = ()) -> list[SubmittedArray]:
     """Submit the selected runs of an experiment directory as job array(s) of its ``submit.sbatch``
     (and ``submit_1.sbatch``... for runs that ask for other resources: one array per script at least),
     each followed by an evaluation array of ``eval.sbatch`` when its runs are evaluated.
@@ -183,7 +186,9 @@ def submit(exp_dir: str | Path, runs: str | None = None, *, failed: bool = False
     with ``max_concurrent`` each waits for the previous one of its kind so that at most K
     runs ever train (and K evaluate) at once. Job ids are appended to ``slurm_jobs.yaml``.
     ``echo`` gets the progress (on a dry run, the sbatch commands); ``note``
-    what a dry run assumed instead of asking the cluster.
+    what a dry run assumed instead of asking the cluster. ``time`` is the training tasks' ``--time`` for this
+    submission; with ``slurm.time: auto`` (and no ``time``) each run's limit is estimated from completed runs
+    found in this experiment, its sibling directories and ``evidence`` (``walltime.plan_limits``).
 
     >>> [(a.kind, a.job_id) for a in submit("outputs/demo", failed=True)]      # doctest: +SKIP
     [('train', '57'), ('eval', '58'), ('eval', '59')]
@@ -208,6 +213,7 @@ def submit(exp_dir: str | Path, runs: str | None = None, *, failed: bool = False
             return []
         _refuse_unsubmittable(exp, train, evaluate, states)
         _check_eval_configs(exp, [*(r for r in train if r.evaluations), *evaluate])
+        limits = walltime.plan_limits(exp, mapping, train, evidence=evidence, override=time)
         sbatch = shutil.which("sbatch")
         if not sbatch and not dry_run:
             raise SlurmError("sbatch is not on PATH: submit from a SLURM login node (or run the runs here with "
@@ -221,7 +227,9 @@ def submit(exp_dir: str | Path, runs: str | None = None, *, failed: bool = False
         if dry_run:
             note(f"(dry run: nothing submitted; arrays of at most {size} tasks, from slurm.max_array_size; "
                  "a real submit also obeys the cluster's MaxArraySize)")
-        plan = plan_submission(exp, mapping, train, evaluate, size, force=force)
+        plan = plan_submission(exp, mapping, train, evaluate, size, force=force, limits=limits.limits)
+        for line in limits.lines:
+            echo(line)
         if not dry_run:
             (exp / LOG_DIR).mkdir(exist_ok=True)  # SLURM does not create the directory of --output
         return _submit_plan(exp, mapping, plan, sbatch or "sbatch", dry_run=dry_run, echo=echo)
@@ -265,10 +273,11 @@ def _ids(run_ids: list[str]) -> str:
 
 
 def plan_submission(exp: Path, mapping: RunMapping, train: list[RunEntry], evaluate: list[RunEntry], size: int, *,
-                    force: bool = False) -> list[PlannedArray]:
+                    force: bool = False, limits: dict[int, str | None] | None = None) -> list[PlannedArray]:
     """The arrays to submit, in order: each training array, then right after it the evaluation
     array of its evaluated runs (same task ids and offset, so that task i follows task i);
-    then the evaluation-only arrays of ``evaluate``. ``force`` goes to every array.
+    then the evaluation-only arrays of ``evaluate``. ``force`` goes to every array. ``limits`` (run index ->
+    ``--time``) splits training arrays so that each has one limit (``walltime.plan_limits``).
 
     (A retrained run needs no ``force`` to be evaluated again: its evaluation drops
     results older than its latest training.)
@@ -280,8 +289,9 @@ def plan_submission(exp: Path, mapping: RunMapping, train: list[RunEntry], evalu
     wanted = {r.index for r in train}
     plan: list[PlannedArray] = []
     for group in script_groups(mapping):  # runs asking for other resources go in arrays of their own script
-        for chunk in plan_arrays((i for i in group.indices if i in wanted), size):
-            plan.append(PlannedArray(TRAIN, exp / group.script, chunk, force=force))
+        for chunk in walltime.split_by_limit(plan_arrays((i for i in group.indices if i in wanted), size), limits or {}):
+            plan.append(PlannedArray(TRAIN, exp / group.script, chunk, force=force,
+                                     time=(limits or {}).get(chunk.indices[0])))
             follows = len(plan) - 1
             by_script: dict[Path, list[int]] = {}
             for i in chunk.indices:
@@ -310,6 +320,8 @@ def sbatch_command(sbatch: str, exp: Path, item: PlannedArray, array: str, *, pr
     'sbatch --parsable --array=0-1 --chdir=/e --dependency=aftercorr:41 --kill-on-invalid-dep=yes /e/eval.sbatch 0'
     """
     cmd = [sbatch, "--parsable", f"--array={array}", f"--chdir={exp}"]
+    if item.time:
+        cmd.append(f"--time={item.time}")  # the command line overrides the script's #SBATCH --time
     if item.force:
         cmd.append(f"--export=ALL,{FORCE_ENV}=1")  # the task may then train (or evaluate) a completed run again
     after = ([f"aftercorr:{training}"] if training else []) + ([f"afterany:{previous}"] if previous else [])
