@@ -81,6 +81,10 @@ class RunState:
     """The run's ``run_name``, when the experiment names its runs."""
     evaluation: EvalState | None = None
     """Its evaluation's state; None when the run is not evaluated."""
+    note: str | None = None
+    """Its record's note (why it failed when SLURM, not the task, said how it ended; ...)."""
+    attempt: int = 1
+    """The attempt of the run its state is of (``RunEntry.attempts``: out-of-memory retries)."""
 
 
 @dataclass(frozen=True)
@@ -233,6 +237,8 @@ def merge(run: RunEntry, rec: StatusRecord, sub: Submission | None, task: TaskSt
     """One run's state from its record, its latest SLURM task (``sub``) and what squeue says of that task."""
     rec_job = rec.slurm_task
     state: State | SlurmState = rec.state
+    if rec.slurm_state and rec.state in (State.FAILED, State.CANCELLED) and rec.slurm_state in SlurmState.__members__:
+        state = SlurmState(rec.slurm_state)  # recorded from squeue/sacct (sacct.settle): OUT_OF_MEMORY, TIMEOUT...
     exit_code, seconds = rec.exit_code, rec.wall_seconds(until_now=True)
     job = f"{rec_job[0]}_{rec_job[1]}" if rec_job else None
     if sub is not None and task is None:
@@ -253,7 +259,22 @@ def merge(run: RunEntry, rec: StatusRecord, sub: Submission | None, task: TaskSt
             # Ended without a final record: cancelled while pending, killed (NODE_FAIL, OOM), or the
             # setup failed before run_one started.
             state, exit_code, seconds, job = task.state, task.exit_code, task.seconds, sub.name
-    return RunState(run.run_id, run.index, dict(run.parameters), state, exit_code, seconds, job, run.name)
+    return RunState(run.run_id, run.index, dict(run.parameters), state, exit_code, seconds, job, run.name,
+                    note=rec.note, attempt=attempt_of(run, rec, job))
+
+
+def attempt_of(run: RunEntry, rec: StatusRecord, job: str | None) -> int:
+    """Which attempt a run's shown state is of: its record's when the state comes from the record (its
+    task, or a local run), else (a newer SLURM task, or no record) the run's current attempt.
+
+    >>> from ..expdir import Attempt
+    >>> run = RunEntry("run_000", 0, "c", "0", "/o", {}, "passed", None, attempts=(Attempt(2, "c2", "0", "oom"),))
+    >>> rec = StatusRecord("run_000", State.FAILED, started="t", slurm_array_job_id="5", slurm_array_task_id="0")
+    >>> attempt_of(run, rec, "5_0"), attempt_of(run, rec, "9_0")
+    (1, 2)
+    """
+    own = f"{rec.slurm_task[0]}_{rec.slurm_task[1]}" if rec.slurm_task else None
+    return (rec.attempt or 1) if rec.started and job == own else run.attempt
 
 
 def merge_eval(run: RunEntry, rec: StatusRecord, sub: Submission | None, task: TaskState | None,
@@ -303,7 +324,8 @@ def run_states(exp_dir: str | Path, mapping: RunMapping | None = None, *, use_sl
 
 def status_of(exp_dir: str | Path, mapping: RunMapping | None = None, *, use_slurm: bool = True,
               live: dict[tuple[str, int], TaskState] | None = None) -> tuple[list[RunState], str]:
-    """``run_states``, and a note saying why SLURM's view is missing when squeue could not be asked ("" else).
+    """``run_states``, and a note saying why SLURM's view is missing when squeue could not be asked, and how
+    many runs wait to be submitted under slurm.max_submit (``feed.status_note``) ("" else).
 
     Evaluated runs carry their evaluation's state (``RunState.evaluation``); one squeue
     call asks for the training and the evaluation tasks together.
@@ -320,6 +342,11 @@ def status_of(exp_dir: str | Path, mapping: RunMapping | None = None, *, use_slu
         if live is None:
             why = "squeue is not on PATH" if shutil.which("squeue") is None else "squeue failed"
             note = f"({why}: states of submitted runs are from their status records only)"
+        else:  # tasks that ended without recording it (squeue forgot them: sacct) get their end recorded
+            from .sacct import settle
+
+            settled = settle(exp_dir, mapping, live, records, subs, eval_records, eval_subs)
+            records, eval_records, note = settled.records, settled.eval_records, settled.note
     live = live or {}
     states = []
     for run in sorted(mapping.runs, key=lambda r: r.index):
@@ -331,7 +358,10 @@ def status_of(exp_dir: str | Path, mapping: RunMapping | None = None, *, use_slu
                                     state.state)
             state = dataclasses.replace(state, evaluation=evaluation)
         states.append(state)
-    return states, note
+    from .feed import status_note  # here: feed imports this module
+
+    queue = status_note(exp_dir, states, slurm_known=use_slurm and not note)  # runs waiting under slurm.max_submit
+    return states, "\n".join(filter(None, [note, queue]))
 
 
 # ----------------------------------------------------------------------------- the status table
@@ -350,15 +380,19 @@ def format_status(states: list[RunState], variables: Iterable[str] | None = None
     A NAME column follows RUN when any run has a name: people know runs by the names they gave
     them, and the id stays because ``--runs`` and the files use it. An EVAL column, last
     (its values may hold blanks), comes when any run is evaluated (``-`` for runs that are not).
+    An ATTEMPT column follows STATE when any run is past its first attempt (out-of-memory retries).
     """
     keys = list(variables or dict.fromkeys(k for s in states for k in s.parameters))
     named = any(s.name for s in states)
+    retried = any(s.attempt > 1 for s in states)
     evaluated = [s.evaluation for s in states if s.evaluation is not None]
-    rows = [["RUN", *(["NAME"] if named else []), "PARAMETERS", "STATE", "EXIT", "WALL", "JOB",
+    rows = [["RUN", *(["NAME"] if named else []), "PARAMETERS", "STATE", *(["ATTEMPT"] if retried else []), "EXIT",
+             "WALL", "JOB",
              *(["EVAL"] if evaluated else [])]]
     for s in states:
         params = format_parameters({k: s.parameters[k] for k in keys if k in s.parameters}, short=True, sep=" ")
         rows.append([s.run_id, *([s.name or "-"] if named else []), params or "-", str(s.state),
+                     *([str(s.attempt)] if retried else []),
                      "-" if s.exit_code is None else str(s.exit_code), _fmt_seconds(s.seconds), s.job or "-",
                      *([s.evaluation.label if s.evaluation else "-"] if evaluated else [])])
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
@@ -368,12 +402,24 @@ def format_status(states: list[RunState], variables: Iterable[str] | None = None
     lines.append(f"{len(states)} run(s): " + ", ".join(f"{n} {st}" for st, n in counts.items()))
     if evaluated:
         lines.append(eval_footer(evaluated))
+    if retried:
+        lines.append("ATTEMPT: runs that ran out of memory are tried again with half the batch size "
+                     "(run_mapping.yaml lists what each attempt changed).")
     if any(isinstance(s.state, SlurmState) for s in states) or any(isinstance(e.state, SlurmState)
                                                                    and not e.skipped for e in evaluated):
-        lines.append("UPPER CASE states are live from SLURM; lower case ones from the runs' status records.")
+        lines.append("UPPER CASE states are SLURM's (live from SLURM, or recorded from it when a task could not "
+                     "record its end); lower case ones from the runs' status records.")
+    lines.extend(_notes(states))
     if slurm_note:
         lines.append(slurm_note)
     return "\n".join(lines)
+
+
+def _notes(states: list[RunState], most: int = 10) -> list[str]:
+    """``run_003: <its record's note>`` for runs that did not complete, at most ``most`` of them."""
+    noted = [s for s in states if s.note and s.state != State.COMPLETED]
+    lines = [f"{s.run_id}: {s.note}" for s in noted[:most]]
+    return lines + ([f"... and {len(noted) - most} more note(s) in status/*.json"] if len(noted) > most else [])
 
 
 def eval_footer(evaluations: list[EvalState]) -> str:
