@@ -291,7 +291,7 @@ def _independent_lengths(tiny_assets, max_seq_len: int) -> list[int]:
 @pytest.mark.slow
 def test_generate_records_the_tokens_each_run_trains_on(tmp_path: Path, tiny_assets) -> None:
     exp = tmp_path / "counted"
-    result = _generate(tiny_assets, exp, variables={"tokenizer.max_seq_len": [256, 48], "max_steps_per_epoch": [3, None]},
+    result = _generate(tiny_assets, exp, variables={"tokenizer.max_seq_len": [256, 110], "max_steps_per_epoch": [3, None]},
                        controls={"epochs": 2, "batch_size": 4, "gradient_accumulation_steps": 2})
     note = next(n for n in result.notes if n.startswith("slurm.time auto"))
     assert "counted the tokens of 4 run(s)" in note and "from 2 tokenized dataset(s) of 800 samples" in note
@@ -305,8 +305,8 @@ def test_generate_records_the_tokens_each_run_trains_on(tmp_path: Path, tiny_ass
         batches = 100 if steps is None else min(100, steps * 2)
         expected = round(sum(lengths) * (batches * 4) / records * 2)
         assert run.tokens == expected, (run.run_id, run.parameters)
-    short = _independent_lengths(tiny_assets, 48)
-    assert max(short) == 48 and min(short) < 48  # some records were cut, some were not: truncation was counted
+    short = _independent_lengths(tiny_assets, 110)
+    assert max(short) == 110 and min(short) < 110  # some records were cut, some were not: truncation was counted
     assert "tokens" in (exp / expdir.MAPPING_FILE).read_text()
 
 
