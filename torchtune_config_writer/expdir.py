@@ -922,6 +922,84 @@ def append_job(exp_dir: str | Path, job: JobRecord) -> None:
         ) from None
 
 
+# ----------------------------------------------------------------------------- slurm_queue.yaml (slurm.max_submit)
+
+#: The tasks ``submit`` has yet to submit under a submit limit (``slurm.max_submit``, Appendix J.1): the
+#: experiment's array tasks submit them as they end (``execute/feed.py``). Written under ``jobs_lock``.
+FEED_FILE = "slurm_queue.yaml"
+
+
+@dataclass(frozen=True)
+class QueuedTask:
+    """One array task still to submit: train run ``index`` (``kind="train"``), or evaluate it (``"eval"``)."""
+
+    index: int
+    kind: str = "train"
+    force: bool = False
+    """Submit it with ``FORCE_ENV=1`` (``submit --force``)."""
+    evaluate: bool = False
+    """A training whose run is evaluated: queue the evaluation (at the front) once this training completes."""
+    time: str | None = None
+    """Its ``--time`` (``slurm.time: auto``, ``submit --time``); None: the script's own."""
+
+
+@dataclass(frozen=True)
+class FeedQueue:
+    """``slurm_queue.yaml``: the limit, what is still to submit, and what the feeding tasks did.
+
+    >>> q = FeedQueue(3, "slurm.max_submit", (QueuedTask(5), QueuedTask(6)))
+    >>> [t.index for t in q.items], q.waiting
+    ([5, 6], 2)
+    """
+
+    max_submit: int
+    """At most this many of the experiment's tasks queued or running at once."""
+    source: str = ""
+    """Where the limit comes from: ``slurm.max_submit``, or what ``sacctmgr`` reported."""
+    items: tuple[QueuedTask, ...] = ()
+    """Still to submit, front first."""
+    awaiting: dict[str, QueuedTask] = dataclasses.field(default_factory=dict)
+    """Training task (``JOB_TASK``) -> the evaluation to queue once that task has completed its run."""
+    fed: dict[str, str] = dataclasses.field(default_factory=dict)
+    """Tasks (``JOB_TASK``) that already did their feed step -> when (ISO time); only active ones are kept."""
+
+    @property
+    def waiting(self) -> int:
+        """Tasks still to submit."""
+        return len(self.items)
+
+
+def read_feed(exp_dir: str | Path) -> FeedQueue | None:
+    """The experiment's ``slurm_queue.yaml``; None when it has none (nothing was ever submitted under a limit)."""
+    path = Path(exp_dir) / FEED_FILE
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise ExperimentDirError(f"{path}: unreadable ({e.strerror or e}); make it readable") from None
+    try:
+        data = yaml.load(text, Loader=_Loader)
+        return FeedQueue(int(data["max_submit"]), str(data.get("source") or ""),
+                         tuple(_build(QueuedTask, t) for t in data.get("items") or ()),
+                         {str(k): _build(QueuedTask, t) for k, t in (data.get("awaiting") or {}).items()},
+                         {str(k): str(v) for k, v in (data.get("fed") or {}).items()})
+    except Exception as e:  # edited by hand, or cut short by a full disk
+        raise ExperimentDirError(
+            f"{path}: unreadable ({type(e).__name__}: {e}); it lists the runs still to be submitted under "
+            "slurm.max_submit: fix it, or delete it and submit the runs that never started again "
+            "(`submit` skips completed runs)") from None
+
+
+def write_feed(exp_dir: str | Path, queue: FeedQueue) -> None:
+    """Write ``slurm_queue.yaml`` atomically (call it inside ``jobs_lock``)."""
+    text = yaml.dump(_plain(queue), Dumper=_Dumper, sort_keys=False, default_flow_style=None, width=4096)
+    atomic_write_text(Path(exp_dir) / FEED_FILE,
+                      "# Tasks still to submit under slurm.max_submit, front first; each array task of this\n"
+                      "# experiment submits more as it ends (`submit` resumes it). Written under .slurm_jobs.lock.\n"
+                      + text)
+
+
 # ----------------------------------------------------------------------------- arrays: which task runs which run
 
 

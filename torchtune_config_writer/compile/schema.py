@@ -105,6 +105,15 @@ class SlurmSettings(_Strict):
             raise ValueError(f"'{v}' is not a SLURM time limit; write MM, HH:MM:SS, D-HH:MM:SS or auto")
         return v
 
+    @field_validator("max_submit", mode="before")  # before ge=2, whose own message does not say why
+    @classmethod
+    def _check_max_submit(cls, v: Any) -> Any:
+        if isinstance(v, int) and not isinstance(v, bool) and v < 2:
+            raise ValueError(f"{v} cannot work: a task that ends still counts against the limit while it submits "
+                             "the next one, so the limit must leave room for 2; write 2 or more (or leave it out "
+                             "to obey what sacctmgr reports)")
+        return v
+
 
 class HardwareSettings(_Strict):
     """The GPU each run gets: every run's estimated peak memory is checked against it (Appendix H)."""

@@ -1,0 +1,217 @@
+"""Submit limits (``slurm.max_submit``, execute/feed.py): the queue that the experiment's own array tasks
+feed as they end, so that never more than N of its tasks are queued or running — against a real
+single-node SLURM (tests/slurm_cluster.py), with real trainings of the tiny model.
+
+Fast tests parse sacctmgr's output, decide feed steps and print dry runs; ``slow`` ones submit for real.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import threading
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from torchtune_config_writer import expdir
+from torchtune_config_writer.cli import main
+from torchtune_config_writer.compile import sbatch
+from torchtune_config_writer.compile.schema import SlurmSettings
+from torchtune_config_writer.errors import SlurmError
+from torchtune_config_writer.execute import feed, slurm_state, submit
+from torchtune_config_writer.execute.feed import (
+    AssocLimits, Decision, Limit, QosLimits, choose_limit, decide, parse_assoc, parse_qos,
+)
+from torchtune_config_writer.expdir import FeedQueue, QueuedTask, State, load_mapping, read_feed, read_jobs
+
+from test_slurm_eval import add_evaluations
+
+
+def cli(*args: str):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+@pytest.fixture
+def capped_dir(make_experiment_dir, tiny_assets):
+    """A hand-made experiment directory of ``n`` tiny runs (1 training step each) with its submit scripts."""
+    def make(n: int, *, evaluated: bool = False, **settings) -> Path:
+        settings = SlurmSettings(**{"gpus_per_run": 0, "cpus_per_task": 1, **settings})
+        exp = make_experiment_dir([{"optimizer.lr": 1e-3 * (i + 1)} for i in range(n)],
+                                  slurm=sbatch.plan_resources(settings, [("run_000", "cpu", None)])[0],
+                                  derived=[{"max_steps_per_epoch": 1}] * n)
+        mapping = add_evaluations(exp, tiny_assets.base_config) if evaluated else load_mapping(exp)
+        sbatch.write_submit_scripts(exp, mapping, settings)
+        return exp
+    return make
+
+
+# ----------------------------------------------------------------------------- sacctmgr
+
+
+ASSOC = """\
+lab|||40|normal|normal,long
+lab|gpu|25||long|long
+other||10|||normal
+"""
+QOS = """\
+normal|30||
+long|||100
+debug|2||
+"""
+
+
+def test_sacctmgr_rows_are_parsed() -> None:
+    assert parse_assoc(ASSOC)[1] == AssocLimits("lab", "gpu", 25, None, "long", ("long",))
+    assert parse_assoc("garbage\n\n") == []
+    assert parse_qos(QOS) == {"normal": QosLimits("normal", 30, None, None), "long": QosLimits("long", None, None, 100),
+                              "debug": QosLimits("debug", 2, None, None)}
+
+
+@pytest.mark.parametrize("account, qos_name, partition, expected", [
+    (None, None, None, Limit(10, "sacctmgr: association other MaxSubmitJobs=10")),  # unknown account: the tightest
+    ("lab", None, None, Limit(25, "sacctmgr: association lab/gpu MaxSubmitJobs=25")),
+    ("lab", None, "cpu", Limit(30, "sacctmgr: QOS normal MaxSubmitJobsPerUser=30")),  # lab's own row: GrpSubmit 40
+    ("LAB", "debug", "cpu", Limit(2, "sacctmgr: QOS debug MaxSubmitJobsPerUser=2")),
+    ("nobody", None, None, Limit(30, "sacctmgr: QOS normal MaxSubmitJobsPerUser=30")),  # no row: QOS 'normal'
+])
+def test_the_tightest_applicable_limit_wins(account, qos_name, partition, expected) -> None:
+    got = choose_limit(parse_assoc(ASSOC), parse_qos(QOS), account=account, qos_name=qos_name, partition=partition)
+    assert got == expected
+
+
+def test_no_limit_anywhere_is_none() -> None:
+    assert choose_limit(parse_assoc("lab||||normal|normal\n"), parse_qos("normal|||\n")) is None
+    assert choose_limit([], {}) is None
+
+
+def test_without_accounting_sacctmgr_reports_no_limit(make_experiment_dir) -> None:
+    # This machine's SLURM has no slurmdbd: sacctmgr fails, and that means no limit, not an error.
+    mapping = load_mapping(make_experiment_dir([{"optimizer.lr": 1e-3}]))
+    assert feed.detect_limit(mapping) is None
+    assert feed.limit_of(mapping) is None
+    capped = dataclasses.replace(mapping, slurm=dataclasses.replace(mapping.slurm, max_submit=4))
+    assert feed.limit_of(capped) == Limit(4, "slurm.max_submit")
+
+
+# ----------------------------------------------------------------------------- the feed decision
+
+
+NOW = feed._now()
+
+
+def _fed(*keys: str, ago: float = 1.0) -> dict[str, str]:
+    return {k: (NOW - timedelta(seconds=ago)).isoformat() for k in keys}
+
+
+@pytest.mark.parametrize("active, me, fed, queued, expected", [
+    ({"1_0"}, "1_0", {}, 5, Decision(2, False)),            # itself counts: 3 - 1
+    (set(), None, {}, 8, Decision(3, False)),               # submit from the login node
+    ({"1_0", "1_1"}, "1_0", {}, 1, Decision(1, False)),     # no more than the queue holds
+    ({"1_0", "1_1", "1_2"}, "1_0", {}, 5, Decision(0, False)),               # the others have yet to feed
+    ({"1_0", "1_1", "1_2"}, "1_0", _fed("1_1"), 5, Decision(0, True)),       # 1_1 is leaving: wait for its room
+    ({"1_0", "1_1", "1_2"}, "1_0", _fed("1_1", ago=3600), 5, Decision(0, False)),  # fed long ago: requeued
+    ({"1_0", "1_1", "1_2"}, "1_0", _fed("1_0"), 5, Decision(0, False)),      # its own feed is no one leaving
+    ({"1_0", "1_1", "1_2", "1_3"}, None, _fed("1_1", "1_2", "1_3"), 2, Decision(0, True)),
+    ({"1_0"}, "1_0", {}, 0, Decision(0, False)),
+])
+def test_decide(active, me, fed, queued, expected) -> None:
+    assert decide(3, active, me, fed, queued, NOW) == expected
+
+
+def test_a_task_that_leaves_without_submitting_always_leaves_someone_who_will() -> None:
+    # Exhaustively over small cases: leaving (submit 0, no wait) happens only when an active task other than
+    # the feeding one has not fed lately, i.e. will run its own feed step later. Else the queue would stall.
+    import itertools
+
+    for cap in (2, 3, 4):
+        for n in range(0, cap + 3):
+            active = {f"9_{i}" for i in range(n)}
+            for me in [None, *sorted(active)[:1]]:
+                others = sorted(active - {me})
+                for fed_mask in itertools.product([False, True], repeat=len(others)):
+                    fed = _fed(*[k for k, f in zip(others, fed_mask) if f])
+                    d = decide(cap, active, me, fed, 5, NOW)
+                    if d.submit == 0 and not d.wait:
+                        assert any(k not in fed for k in others), (cap, active, me, fed)
+                    assert len(active) + d.submit <= max(cap, len(active))
+
+
+# ----------------------------------------------------------------------------- submit without a cluster
+
+
+def test_dry_run_says_what_a_capped_submit_does(capped_dir) -> None:
+    exp = capped_dir(8, max_submit=3)
+    result = cli("submit", str(exp), "--dry-run")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0] == ("at most 3 of this experiment's tasks queued or running at once (slurm.max_submit): "
+                        "would submit 3 of 8 tasks now; the rest wait in slurm_queue.yaml and each task submits "
+                        "more as it ends")
+    assert len(lines) == 2 and "--array=0-2 " in lines[1] and lines[1].endswith("submit.sbatch 0")
+    assert read_feed(exp) is None and not (exp / expdir.JOBS_FILE).exists()
+
+
+def test_dry_run_under_a_cap_with_evaluations_has_no_dependent_arrays(capped_dir) -> None:
+    exp = capped_dir(3, evaluated=True, max_submit=2)
+    result = cli("submit", str(exp), "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "would submit 2 of 3 tasks now" in result.stdout
+    assert "the 3 evaluation(s) are queued as their runs complete" in result.stdout
+    assert "eval.sbatch" not in result.stdout and "aftercorr" not in result.stdout
+
+
+def test_a_submission_that_fits_under_the_cap_is_the_ordinary_one(capped_dir) -> None:
+    exp = capped_dir(2, evaluated=True, max_submit=4)  # 2 trainings + 2 dependent evaluations = 4 tasks
+    lines: list[str] = []
+    arrays = submit.submit(exp, dry_run=True, echo=lines.append)
+    assert [a.kind for a in arrays] == ["train", "eval"] and "aftercorr" in lines[1]
+
+
+def test_max_concurrent_1_cannot_feed_under_a_cap(capped_dir) -> None:
+    exp = capped_dir(5, max_submit=3, max_concurrent=1)
+    with pytest.raises(SlurmError, match="slurm.max_concurrent 1 under a submit limit .* cannot feed the queue"):
+        submit.submit(exp, dry_run=True, echo=lambda line: None)
+    exp = capped_dir(5, max_submit=3, max_concurrent=2)  # the cap becomes 2, and each array keeps %2
+    lines: list[str] = []
+    submit.submit(exp, dry_run=True, echo=lines.append)
+    assert "at most 2 of this experiment's tasks" in lines[0] and "--array=0-1%2 " in lines[1]
+
+
+def test_generate_refuses_a_cap_of_one() -> None:
+    with pytest.raises(Exception, match="1 cannot work: a task that ends still counts against the limit"):
+        SlurmSettings(max_submit=1)
+
+
+def test_withdraw_and_refuse_queued(capped_dir) -> None:
+    exp = capped_dir(4, max_submit=2)
+    expdir.write_feed(exp, FeedQueue(2, "slurm.max_submit", (QueuedTask(1), QueuedTask(2), QueuedTask(3, "eval")),
+                                     {"5_0": QueuedTask(0, "eval")}))
+    with pytest.raises(SlurmError, match="already waiting in slurm_queue.yaml .*: run_002"):
+        submit.submit(exp, runs="2", dry_run=True, echo=lambda line: None)
+    assert feed.withdraw(exp, [0, 2, 3]) == [2, 3]
+    queue = read_feed(exp)
+    assert queue.items == (QueuedTask(1),) and queue.awaiting == {}
+    assert feed.withdraw(exp, [7]) == [] and read_feed(exp) == queue
+
+
+def test_a_plain_dry_run_of_a_queued_experiment_reports_the_queue(capped_dir) -> None:
+    exp = capped_dir(4, max_submit=2)
+    expdir.write_feed(exp, FeedQueue(2, "slurm.max_submit", (QueuedTask(2), QueuedTask(3))))
+    result = cli("submit", str(exp), "--dry-run")
+    assert result.exit_code == 0 and "2 tasks of this experiment wait in slurm_queue.yaml" in result.stdout
+    status = cli("status", str(exp), "--no-slurm")
+    assert "2 run(s) wait to be submitted (at most 2 tasks queued or running at once, slurm.max_submit)" in status.stdout
+    assert "none will submit them" not in status.stdout  # --no-slurm: whether a task is active is unknown
+
+
+def test_a_task_outside_slurm_or_without_a_queue_does_not_feed(capped_dir, monkeypatch, capsys) -> None:
+    exp = capped_dir(2, max_submit=2)
+    feed.after_task(exp)  # no queue file: nothing at all
+    expdir.write_feed(exp, FeedQueue(2, "slurm.max_submit", (QueuedTask(1),)))
+    monkeypatch.delenv("SLURM_ARRAY_JOB_ID", raising=False)
+    feed.after_task(exp)  # not an array task
+    assert read_feed(exp).items == (QueuedTask(1),) and capsys.readouterr().err == ""
