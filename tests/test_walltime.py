@@ -219,6 +219,25 @@ def test_evidence_from_a_directory_elsewhere(tmp_path: Path, tiny_assets) -> Non
     assert any("(1 of pilot) at 1,000 tokens/s" in line for line in lines)
 
 
+def test_a_resubmitted_run_without_evidence_keeps_its_previous_limit(tmp_path: Path, tiny_assets) -> None:
+    # a pilot submitted with --time failed (out of memory, say): no run completed, so nothing to measure
+    exp = _auto_experiment(tmp_path / "e", tiny_assets.base_config, [RANK_8, {"optimizer.lr": 2e-3}], [1000, 1000])
+    expdir.append_job(exp, expdir.JobRecord("41", "2026-01-01T12:00:00+00:00", "0", 0, (0,),
+                                            f"sbatch --parsable --array=0 --chdir={exp} --time=02:00:00 x 0"))
+    write_status(exp, StatusRecord("run_000", State.FAILED, exit_code=1, slurm_array_job_id="41",
+                                   slurm_array_task_id="0"))
+    mapping = load_mapping(exp)
+    got = walltime.plan_limits(exp, mapping, [mapping.by_index[0]])
+    assert got.limits == {0: "02:00:00"} and "keep the time limit of their previous submission" in got.lines[0]
+    # the run never submitted has no previous limit: still refused
+    with pytest.raises(SlurmError, match="no completed run"):
+        walltime.plan_limits(exp, mapping, [mapping.by_index[0], mapping.by_index[1]])
+    # a limit that ran out is not reused
+    write_status(exp, StatusRecord("run_000", State.FAILED, exit_code=0, slurm_state="TIMEOUT"))
+    with pytest.raises(SlurmError, match="no completed run"):
+        walltime.plan_limits(exp, mapping, [mapping.by_index[0]])
+
+
 def test_runs_without_a_token_count_are_refused(tmp_path: Path, tiny_assets) -> None:
     exp = _auto_experiment(tmp_path / "e", tiny_assets.base_config, [RANK_8], [None])
     with pytest.raises(SlurmError, match="have no token count \\(run_000\\).*--no-validate.*--time"):

@@ -28,6 +28,7 @@ import dataclasses
 import json
 import math
 import re
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -36,8 +37,8 @@ import yaml
 
 from ..errors import ExperimentDirError, SlurmError
 from ..expdir import (
-    MAPPING_FILE, ArrayChunk, RunEntry, RunMapping, State, compress_ranges, load_mapping, read_status,
-    recorded_run_ids, script_groups,
+    MAPPING_FILE, ArrayChunk, JobRecord, RunEntry, RunMapping, SlurmState, State, compress_ranges, load_mapping,
+    read_jobs, read_status, recorded_run_ids, script_groups,
 )
 
 #: The shortest limit ``submit`` asks for: below it, scheduling and startup dominate whatever was measured.
@@ -205,6 +206,26 @@ def split_by_limit(chunks: Iterable[ArrayChunk], limits: Mapping[int, str | None
     return out
 
 
+def previous_limits(jobs: Iterable[JobRecord]) -> dict[int, str]:
+    """Each run's ``--time`` in the latest training array that named one (``slurm_jobs.yaml``'s commands).
+
+    >>> previous_limits([JobRecord("41", "", "0-1", 0, (0, 1), "sbatch --parsable --array=0-1 --time=00:20:00 s 0")])
+    {0: '00:20:00', 1: '00:20:00'}
+    """
+    found: dict[int, str] = {}
+    for job in jobs:
+        if job.kind != "train":
+            continue
+        try:
+            words = shlex.split(job.command)
+        except ValueError:
+            continue
+        limit = next((w.split("=", 1)[1] for w in words if w.startswith("--time=")), None)
+        if limit:
+            found.update({i: limit for i in job.indices})
+    return found
+
+
 # ----------------------------------------------------------------------------- reading the evidence
 
 
@@ -339,6 +360,16 @@ def plan_limits(exp: Path, mapping: RunMapping, runs: list[RunEntry], *, evidenc
     for kind, todo in kinds.items():
         found = throughput(s for s in samples if s.kind == kind)
         if found is None:
+            # A run submitted before (a pilot given --time, a run failed out of memory and retried) keeps
+            # its last limit, unless that limit is what ended it.
+            before = previous_limits(read_jobs(exp))
+            if todo and all(r.index in before and read_status(exp, r.run_id).slurm_state != SlurmState.TIMEOUT
+                            for r in todo):
+                own = {r.index: before[r.index] for r in todo}
+                limits.update(own)
+                lines.append(f"no completed run to measure throughput on yet: run(s) {compress_ranges(own)} keep the "
+                             f"time limit of their previous submission ({', '.join(sorted(set(own.values())))})")
+                continue
             raise SlurmError(_no_evidence(exp, kind, todo, default, given))
         plan = resources[todo[0].index]
         lead = plan.signal_seconds if plan.requeue else 0
