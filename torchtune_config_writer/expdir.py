@@ -869,7 +869,7 @@ def read_jobs(exp_dir: str | Path) -> list[JobRecord]:
         data = yaml.load(path.read_text(), Loader=_Loader) or {}
         jobs = data.get("jobs") if isinstance(data, dict) else None
         return [JobRecord(str(j["job_id"]), str(j.get("submitted") or ""), str(j.get("array") or ""),
-                          int(j.get("offset") or 0), tuple(int(i) for i in j.get("indices") or ()),
+                          int(j.get("offset") or 0), _job_indices(j.get("indices")),
                           str(j.get("command") or ""), str(j.get("kind") or "train"))
                 for j in jobs or [] if isinstance(j, dict) and j.get("job_id")]
     except Exception as e:  # a damaged file must not hide the runs' states
@@ -909,8 +909,11 @@ def append_job(exp_dir: str | Path, job: JobRecord) -> None:
     naming the job id, so a job that sbatch accepted is never silently forgotten.
     """
     try:
-        jobs = [_plain(j) for j in read_jobs(exp_dir) + [job]]
-        text = yaml.dump({"jobs": jobs}, Dumper=_Dumper, sort_keys=False, default_flow_style=None, width=4096)
+        # indices as ranges ("0-1000"): a 10,000-run submission lists 10 ranges, not 10,000 numbers that
+        # every later append and every status would parse again
+        jobs = [{**_plain(dataclasses.replace(j, indices=())), "indices": compress_ranges(j.indices)}
+                for j in read_jobs(exp_dir) + [job]]
+        text = yaml.dump({"jobs": jobs}, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=4096)
         atomic_write_text(Path(exp_dir) / JOBS_FILE,
                           "# Job arrays submitted by `torchtune-config-writer submit`, oldest first.\n"
                           "# Array task T of a job ran the run whose index is T + offset.\n" + text)
@@ -1032,6 +1035,28 @@ def compress_ranges(ids: Iterable[int]) -> str:
     return ",".join(out)
 
 
+def expand_ranges(text: str) -> tuple[int, ...]:
+    """The inverse of ``compress_ranges``: ``"0-2,5"`` -> ``(0, 1, 2, 5)``.
+
+    >>> expand_ranges("0-2,5,7-8")
+    (0, 1, 2, 5, 7, 8)
+    """
+    out: list[int] = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        lo, sep, hi = part.partition("-")
+        out.extend(range(int(lo), int(hi) + 1) if sep else (int(lo),))
+    return tuple(out)
+
+
+def _job_indices(value: Any) -> tuple[int, ...]:
+    """slurm_jobs.yaml's ``indices``: ranges (``"0-1000"``), or a list of numbers as earlier versions wrote."""
+    if isinstance(value, str):
+        return expand_ranges(value)
+    if isinstance(value, int):
+        return (value,)  # a single run: YAML reads "7" as a number
+    return tuple(int(i) for i in value or ())
+
+
 def plan_arrays(indices: Iterable[int], max_array_size: int) -> list[ArrayChunk]:
     """Split run indices into arrays whose task ids stay below ``max_array_size`` (SLURM's MaxArraySize).
 
@@ -1070,7 +1095,8 @@ def script_groups(mapping: RunMapping, *, evaluation: bool = False) -> list[Scri
         return _eval_groups(mapping)
     found: dict[str, tuple[dict[str, Any], list[int]]] = {}
     for run in sorted(mapping.runs, key=lambda r: r.index):
-        key = json.dumps(run.resources, sort_keys=True, default=str)
+        # most runs share the experiment's resources: no JSON for those (submit groups 10,000 runs several times)
+        key = json.dumps(run.resources, sort_keys=True, default=str) if run.resources else "{}"
         found.setdefault(key, (run.resources, []))[1].append(run.index)
     return [
         ScriptGroup(SCRIPT_FILE if n == 0 else SCRIPT_FILE_N.format(n=n),
