@@ -108,6 +108,11 @@ class SlurmError(ConfigWriterError):
     """SLURM is missing, refused a job, or an experiment cannot be submitted as asked."""
 
 
+class AttemptError(ConfigWriterError):
+    """A run's next attempt (an out-of-memory retry) cannot be written: nothing left to halve, no attempts
+    left, or its config would fail validation."""
+
+
 # ----------------------------------------------------------------------------- did you mean
 
 

@@ -3,6 +3,7 @@
     compile.py   generate, validate, ls
     authoring.py init, schema: a starter experiment.yaml, and its JSON Schema for editors
     execute.py   run, submit, status (and the hidden per-task ``task``)
+    attempt.py   the hidden ``attempt``: a run's next attempt after it ran out of memory
     results.py   collect
     demo.py      demo: all of it on a tiny model, on a CPU
 
@@ -38,9 +39,9 @@ def main() -> None:
 
 
 def _register() -> None:
-    from . import authoring, compile, demo, execute, results
+    from . import attempt, authoring, compile, demo, execute, results
 
-    for module in (compile, authoring, execute, results, demo):
+    for module in (compile, authoring, execute, results, demo, attempt):
         for command in module.COMMANDS:
             main.add_command(command)
 
