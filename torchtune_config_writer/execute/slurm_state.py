@@ -85,6 +85,13 @@ class RunState:
     """Its record's note (why it failed when SLURM, not the task, said how it ended; ...)."""
     attempt: int = 1
     """The attempt of the run its state is of (``RunEntry.attempts``: out-of-memory retries)."""
+    requeues: int = 0
+    """Times its task was requeued (time limit warning, preemption) during this attempt (Appendix J.4)."""
+
+    @property
+    def label(self) -> str:
+        """The STATE column: the state, and ``(requeued 2x)`` when the task was requeued."""
+        return f"{self.state} (requeued {self.requeues}x)" if self.requeues else str(self.state)
 
 
 @dataclass(frozen=True)
@@ -233,6 +240,11 @@ def submissions(exp_dir: str | Path, mapping: RunMapping, records: dict[str, Sta
     return subs
 
 
+#: States of a task that ended and was put back in the queue (a requeue: SLURM's after a preemption or node
+#: failure, or ours before a time limit); a record the task wrote before is then of its earlier start.
+_QUEUED_AGAIN = frozenset({SlurmState.PENDING, SlurmState.REQUEUED, SlurmState.REQUEUE_HOLD, SlurmState.REQUEUE_FED})
+
+
 def merge(run: RunEntry, rec: StatusRecord, sub: Submission | None, task: TaskState | None) -> RunState:
     """One run's state from its record, its latest SLURM task (``sub``) and what squeue says of that task."""
     rec_job = rec.slurm_task
@@ -248,7 +260,9 @@ def merge(run: RunEntry, rec: StatusRecord, sub: Submission | None, task: TaskSt
         from_this_task = rec_job == sub.key
         finished = from_this_task and rec.state in (State.COMPLETED, State.FAILED, State.CANCELLED)
         later_local_run = not from_this_task and bool(rec.started) and str(rec.started) > sub.since
-        if finished:
+        if finished and rec.state != State.COMPLETED and task.state in _QUEUED_AGAIN:
+            state, job = task.state, sub.name  # SLURM requeued it itself (preemption, node failure): queued again
+        elif finished:
             if rec.state == State.CANCELLED and task.state.failed and task.state != SlurmState.CANCELLED:
                 state = task.state  # run_one saw only a SIGTERM; SLURM knows why (TIMEOUT, PREEMPTED, ...)
         elif task.state.active:
@@ -260,7 +274,7 @@ def merge(run: RunEntry, rec: StatusRecord, sub: Submission | None, task: TaskSt
             # setup failed before run_one started.
             state, exit_code, seconds, job = task.state, task.exit_code, task.seconds, sub.name
     return RunState(run.run_id, run.index, dict(run.parameters), state, exit_code, seconds, job, run.name,
-                    note=rec.note, attempt=attempt_of(run, rec, job))
+                    note=rec.note, attempt=attempt_of(run, rec, job), requeues=rec.requeues)
 
 
 def attempt_of(run: RunEntry, rec: StatusRecord, job: str | None) -> int:
@@ -336,7 +350,7 @@ def status_of(exp_dir: str | Path, mapping: RunMapping | None = None, *, use_slu
     subs = submissions(exp_dir, mapping, records, jobs=jobs)
     eval_records = read_all_evaluations(exp_dir, mapping)
     eval_subs = submissions(exp_dir, mapping, eval_records, kind="eval", jobs=jobs) if eval_records else {}
-    note = ""
+    note = settle_note = ""
     if live is None and use_slurm and (subs or eval_subs):
         live = query_tasks({s.job_id for s in [*subs.values(), *eval_subs.values()]})
         if live is None:
@@ -346,7 +360,7 @@ def status_of(exp_dir: str | Path, mapping: RunMapping | None = None, *, use_slu
             from .sacct import settle
 
             settled = settle(exp_dir, mapping, live, records, subs, eval_records, eval_subs)
-            records, eval_records, note = settled.records, settled.eval_records, settled.note
+            records, eval_records, settle_note = settled.records, settled.eval_records, settled.note
     live = live or {}
     states = []
     for run in sorted(mapping.runs, key=lambda r: r.index):
@@ -361,7 +375,7 @@ def status_of(exp_dir: str | Path, mapping: RunMapping | None = None, *, use_slu
     from .feed import status_note  # here: feed imports this module
 
     queue = status_note(exp_dir, states, slurm_known=use_slurm and not note)  # runs waiting under slurm.max_submit
-    return states, "\n".join(filter(None, [note, queue]))
+    return states, "\n".join(filter(None, [note, settle_note, queue]))
 
 
 # ----------------------------------------------------------------------------- the status table
@@ -391,7 +405,7 @@ def format_status(states: list[RunState], variables: Iterable[str] | None = None
              *(["EVAL"] if evaluated else [])]]
     for s in states:
         params = format_parameters({k: s.parameters[k] for k in keys if k in s.parameters}, short=True, sep=" ")
-        rows.append([s.run_id, *([s.name or "-"] if named else []), params or "-", str(s.state),
+        rows.append([s.run_id, *([s.name or "-"] if named else []), params or "-", s.label,
                      *([str(s.attempt)] if retried else []),
                      "-" if s.exit_code is None else str(s.exit_code), _fmt_seconds(s.seconds), s.job or "-",
                      *([s.evaluation.label if s.evaluation else "-"] if evaluated else [])])
