@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
@@ -133,6 +135,10 @@ class State(_Str):
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+
+
+#: The values a status record's ``state`` may have.
+_STATE_VALUES = frozenset(s.value for s in State)
 
 
 class SlurmState(_Str):
@@ -733,8 +739,8 @@ def read_status(exp_dir: str | Path, run_id: str, *, evaluation: bool = False) -
         return StatusRecord(run_id)
     except (OSError, ValueError) as e:
         raise ExperimentDirError(f"{path}: unreadable status record ({e}); delete it to mark {run_id} pending") from None
-    states = ", ".join(s.value for s in State)
-    if not isinstance(data, dict) or data.get("state") not in {s.value for s in State}:
+    if not isinstance(data, dict) or data.get("state") not in _STATE_VALUES:
+        states = ", ".join(s.value for s in State)
         raise ExperimentDirError(f"{path}: 'state' must be one of {states}; delete the file to mark {run_id} pending")
     return _build(StatusRecord, {**data, "run_id": run_id, "state": State(data["state"])})
 
@@ -774,8 +780,10 @@ def read_all_evaluations(exp_dir: str | Path, mapping: RunMapping) -> dict[str, 
 
 def recorded_run_ids(exp_dir: str | Path) -> set[str]:
     """The runs that have a status record (any state): the ones that ever started."""
-    status_dir = Path(exp_dir) / STATUS_DIR
-    return {p.stem for p in status_dir.glob("*.json")} if status_dir.is_dir() else set()
+    try:  # one listing, no stat per entry (pathlib's glob costs far more for 10,000 records)
+        return {e.name[:-5] for e in os.scandir(Path(exp_dir) / STATUS_DIR) if e.name.endswith(".json") and e.is_file()}
+    except (FileNotFoundError, NotADirectoryError):
+        return set()
 
 
 # ----------------------------------------------------------------------------- evaluation results
@@ -1168,5 +1176,10 @@ def _build(cls: type, data: Mapping[str, Any]) -> Any:
     """``cls(**data)`` keeping only the fields ``cls`` has (records written by a newer tool may carry more)."""
     if not isinstance(data, Mapping):
         raise TypeError(f"{cls.__name__} must be a mapping, got {type(data).__name__}")
-    names = {f.name for f in dataclasses.fields(cls)}
+    names = _field_names(cls)
     return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@functools.cache
+def _field_names(cls: type) -> frozenset[str]:
+    return frozenset(f.name for f in dataclasses.fields(cls))  # asked once per record: 10,000 times by status
