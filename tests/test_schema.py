@@ -28,7 +28,7 @@ def test_nested_variables_flatten_to_dotted_keys():
         ({"experiment_name": "a", "base_config_file": "x.yaml"}, "recipe is required"),
         ({"experiment_name": "../etc", "base_config": LORA_1B}, "not usable as a directory name"),
         ({"experiment_name": "a b", "base_config": LORA_1B}, "not usable as a directory name"),
-        ({"experiment_name": "a", "base_config": LORA_1B, "slurm": {"nodes": 2}}, "2 nodes per run is not supported yet"),
+        ({"experiment_name": "a", "base_config": LORA_1B, "slurm": {"nodes": 0}}, "slurm.nodes"),
         ({"experiment_name": "a", "base_config": LORA_1B, "framework": "hf"}, "only 'torchtune'"),
         ({"experiment_name": "a", "base_config": LORA_1B, "slurm": {"partiton": "gpu"}}, "Did you mean 'partition'"),
         ({"experiment_name": "a", "base_config": LORA_1B, "slurm": {"time": "soon"}}, "not a SLURM time limit"),

@@ -1121,7 +1121,8 @@ def _eval_groups(mapping: RunMapping) -> list[ScriptGroup]:
         indices = tuple(i for i in group.indices if mapping.by_index[i].evaluations)
         if not indices:
             continue
-        resources = dataclasses.replace(group.resources, **own)
+        # an evaluation is one process on one node, whatever the training spread over (nodes > 1)
+        resources = dataclasses.replace(group.resources, **{"nodes": 1, **own})
         groups.append(ScriptGroup(EVAL_SCRIPT_FILE if n == 0 else EVAL_SCRIPT_FILE_N.format(n=n), resources, indices))
     return groups
 

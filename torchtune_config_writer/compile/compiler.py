@@ -31,7 +31,7 @@ from .memory import Budget, MemoryEstimate, budget_of, estimate_runs, memory_pro
 from .merge import apply
 from .plan import Counts, PlannedRun, build_plan, refuse_output_dir, resolve_axes, resolve_computed
 from .render import Renderer
-from .sbatch import plan_resources
+from .sbatch import check_nodes, plan_resources
 from .tokens import check_evaluation_time
 from .sweep import canonical
 from .tracking import NAME_KEY, logger_section, run_names, tracking_plan
@@ -271,6 +271,7 @@ def compile_experiment(exp: Experiment, experiment_dir: Path) -> GenerationResul
         exp.slurm, [(r.run_id, r.plain.get("device", "cuda"), p.slurm) for r, p in zip(runs, plan.runs)], exp.where)
     for run, own in zip(runs, resources):
         run.resources = own
+    check_nodes(base.recipe, base.distributed, slurm, resources, [r.run_id for r in runs], exp.where)
     check_evaluation_time(exp, [r.resources.get("time", slurm.time) for r in runs])
     return GenerationResult(
         experiment=exp,

@@ -392,12 +392,13 @@ def budget_of(result: GenerationResult) -> Budget | None:
 
 
 def gpus_of(result: GenerationResult, resources: dict[str, Any]) -> int:
-    """GPUs per run: hardware.gpus_per_run, else the run's SLURM GPUs, else 1."""
+    """GPUs per run: hardware.gpus_per_run, else the run's SLURM GPUs per node times its nodes, else 1."""
     hw = result.experiment.hardware
     if hw is not None and hw.gpus_per_run:
         return hw.gpus_per_run
     gpus = resources.get("gpus_per_run", result.slurm.gpus_per_run)
-    return gpus if isinstance(gpus, int) and gpus > 0 else 1
+    nodes = resources.get("nodes", result.slurm.nodes)  # a distributed run shards over every node's GPUs (J.7)
+    return (gpus * (nodes if isinstance(nodes, int) and nodes > 0 else 1)) if isinstance(gpus, int) and gpus > 0 else 1
 
 
 def estimate_runs(result: GenerationResult) -> list[MemoryEstimate | None]:

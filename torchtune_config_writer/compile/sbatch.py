@@ -221,6 +221,32 @@ def plan_resources(settings: SlurmSettings, runs: list[tuple[str, object, SlurmS
     return plan, [{k: v for k, v in r.items() if v != base[k]} for r in per_run], note, first
 
 
+def check_nodes(recipe: str, distributed: bool, plan: SlurmPlan, resources: list[dict[str, object]],
+                run_ids: list[str], locate: Callable[[str, str], str] | None = None) -> None:
+    """Refuse ``slurm.nodes > 1`` for a recipe that trains on one device (``SlurmSettingsError``).
+
+    Only a distributed recipe spreads over nodes (srun + torchrun, Appendix J.7); a single-device run
+    would hold the other nodes idle for its whole length.
+
+    >>> check_nodes("lora_finetune_single_device", False, SlurmPlan(nodes=2), [{}], ["run_000"])
+    Traceback (most recent call last):
+    ...
+    torchtune_config_writer.errors.SlurmSettingsError: slurm: slurm.nodes is 2 for run_000, but lora_finetune_single_device trains on one device, so the other node(s) would sit idle; set nodes: 1 (or leave it out), or use a distributed recipe (lora_finetune_distributed) to train across nodes
+    """
+    if distributed:
+        return
+    locate = locate or (lambda section, key: section)
+    for run_id, own in zip(run_ids, resources):
+        nodes = own.get("nodes", plan.nodes)
+        if isinstance(nodes, int) and nodes > 1:
+            twin = recipe.replace("single_device", "distributed") if recipe.endswith("_single_device") else None
+            raise SlurmSettingsError(
+                f"{locate('slurm', 'nodes')}: slurm.nodes is {nodes} for {run_id}, but {recipe} trains on one "
+                "device, so the other node(s) would sit idle; set nodes: 1 (or leave it out), or use a distributed "
+                f"recipe{f' ({twin})' if twin else ''} to train across nodes"
+            )
+
+
 def _expression_keys(runs: list[tuple[str, object, SlurmSettings | None]]) -> set[str]:
     return {k for _, _, own in runs if own is not None for k in own.model_fields_set}
 
@@ -235,6 +261,8 @@ def _sbatch_lines(plan: SlurmPlan, settings: SlurmSettings) -> list[str]:
             continue  # submit gives each array its estimated limit on the command line (Appendix J.5)
         if value is not None:
             lines.append(f"{opt}={sbatch_value(value, f'slurm.{key}')}")
+    if plan.nodes > 1:
+        lines.append("--ntasks-per-node=1")  # one torchrun agent per node; --gres below is per node (J.7)
     if plan.gpus_per_run > 0:
         lines.append(f"--gres=gpu:{plan.gpus_per_run}")
     lines += [sbatch_extra_line(x) for x in settings.extra_sbatch]

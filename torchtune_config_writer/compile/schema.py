@@ -68,9 +68,9 @@ class SlurmSettings(_Strict):
     """At most this many of the experiment's tasks queued or running at once (the QoS's MaxSubmitJobs); the
     tasks submit the rest as they finish. Default: what ``sacctmgr`` says of your QoS/association, if anything."""
     nodes: int = Field(1, ge=1)
-    """Nodes per run; only 1 is supported."""
+    """Nodes per run (distributed recipes only): each runs one torchrun agent with gpus_per_run GPUs (Appendix J.7)."""
     gpus_per_run: int | None = Field(None, ge=0)
-    """GPUs per run; default 0 when every run's device is cpu, else 1."""
+    """GPUs per run (per node, with nodes > 1); default 0 when every run's device is cpu, else 1."""
     cpus_per_task: int | None = Field(None, ge=1)
     """``--cpus-per-task``; may be an expression."""
     mem: str | None = None
@@ -87,16 +87,6 @@ class SlurmSettings(_Strict):
     """Delay between task starts, so tasks do not race on shared caches."""
     max_array_size: int = Field(1001, ge=1)
     """Largest array task id + 1 (the cluster's MaxArraySize wins when smaller)."""
-
-    @field_validator("nodes")
-    @classmethod
-    def _check_nodes(cls, v: int) -> int:
-        if v > 1:
-            raise ValueError(
-                f"{v} nodes per run is not supported yet: each run starts with torchrun --nnodes 1 on one node, "
-                "so the other nodes would sit idle; set nodes: 1 (or leave it out) and use gpus_per_run for more GPUs"
-            )
-        return v
 
     @field_validator("time")
     @classmethod

@@ -79,7 +79,9 @@ def run_metadata(mapping: RunMapping, run: RunEntry, record: StatusRecord) -> di
         "host": record.host,
         "gpus": gpus(),
         "slurm": {"job_id": record.slurm_job_id, "array_job_id": record.slurm_array_job_id,
-                  "array_task_id": record.slurm_array_task_id} if record.slurm_job_id else None,
+                  "array_task_id": record.slurm_array_task_id,
+                  # every node a multi-node run trained on (J.7); host and gpus above are the first node's
+                  "nodes": os.environ.get("SLURM_JOB_NODELIST")} if record.slurm_job_id else None,
         "tracking_run_id": record.tracking_run_id,
         "versions": package_versions(),
         "git": mapping.git,

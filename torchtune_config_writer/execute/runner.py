@@ -39,10 +39,10 @@ from typing import IO, Any, Callable, Iterable, Iterator
 
 from ..errors import ConfigWriterError, RunNotRunnableError
 from ..expdir import (
-    LOG_DIR, RunEntry, RunMapping, State, StatusRecord, format_parameters, is_recipe_file, load_mapping,
+    LOG_DIR, RunEntry, RunMapping, State, StatusRecord, format_parameters, load_mapping,
     local_eval_log_file, local_log_file, read_all, read_status, slurm_log_file, write_status,
 )
-from . import evaluation, tracking
+from . import evaluation, launch, tracking
 from .metadata import record_metadata
 from .selection import check_all_runnable, check_runnable, find_run, select_runs
 
@@ -78,18 +78,12 @@ def build_command(mapping: RunMapping, run: RunEntry, nproc_per_node: int | str 
     >>> build_command(m, run)[-4:]                                                                 # doctest: +SKIP
     ['run', 'lora_finetune_single_device', '--config', 'configs/run_000.yaml']
     """
-    # torchrun options: runs sharing a node must not collide, so each gets a free port (--standalone).
-    torchrun = ["--nnodes", "1", "--nproc_per_node", str(nproc_for(nproc_per_node))]
-    config = ["--config", run.current_config]
-    if is_recipe_file(mapping.recipe):
-        # `tune run /path/recipe.py` hands the path to runpy.run_module, which refuses it: run the file itself.
-        if mapping.distributed:
-            return [sys.executable, "-m", "torch.distributed.run", *torchrun, "--standalone", mapping.recipe, *config]
-        return [sys.executable, mapping.recipe, *config]
-    cmd = tune_command() + ["run"]
-    if mapping.distributed:
-        cmd += torchrun  # before the recipe name; tune run adds --standalone itself
-    return cmd + [mapping.recipe, *config]
+    # `tune run /path/recipe.py` hands the path to runpy.run_module, which refuses it: a recipe file runs itself.
+    # Inside a SLURM job of several nodes, a distributed run spreads over them (srun + a torchrun rendezvous).
+    spread = launch.multinode_for(launch.planned_nodes(mapping, run), os.environ) if mapping.distributed else None
+    return launch.launch_command(mapping.recipe, run.current_config, distributed=mapping.distributed,
+                                 nproc_per_node=nproc_for(nproc_per_node), multinode=spread,
+                                 tune=tune_command(), python=sys.executable)
 
 
 def nproc_for(nproc_per_node: int | str | None = None) -> int | str:
@@ -236,8 +230,9 @@ def _start(exp_dir: Path, mapping: RunMapping, run: RunEntry, *, capture: bool,
             log.write(f"# could not start {cmd[0]}: {e}\n")
             log.close()
         write_status(exp_dir, record, evaluation=evaluation_of)
-        raise ConfigWriterError(f"{rid}: could not start `{shlex.join(cmd)}`: {e}; is torchtune installed in "
-                                f"{sys.prefix}?") from None
+        hint = ("is SLURM's srun on the PATH of the job's first node?" if cmd[0] == "srun"
+                else f"is torchtune installed in {sys.prefix}?")
+        raise ConfigWriterError(f"{rid}: could not start `{shlex.join(cmd)}`: {e}; {hint}") from None
     return _Child(exp_dir, mapping, run, proc, record, log, evaluation=evaluation_of)
 
 
