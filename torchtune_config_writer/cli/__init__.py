@@ -2,7 +2,7 @@
 
     compile.py   generate, validate, ls
     authoring.py init, schema: a starter experiment.yaml, and its JSON Schema for editors
-    execute.py   run, submit, status (and the hidden per-task ``task``)
+    execute.py   run, submit, status, cancel (and the hidden per-task ``task``)
     attempt.py   the hidden ``attempt``: a run's next attempt after it ran out of memory
     results.py   collect
     demo.py      demo: all of it on a tiny model, on a CPU

@@ -1,10 +1,11 @@
-"""The execute-side commands: ``run``, ``submit``, ``status`` and the hidden ``task`` each array task runs.
+"""The execute-side commands: ``run``, ``submit``, ``status``, ``cancel`` and the hidden ``task`` each array task runs.
 
     $ torchtune-config-writer run outputs/tiny_rank_lr --runs 0-1 --parallel 2
     $ torchtune-config-writer submit outputs/tiny_rank_lr --dry-run
     $ torchtune-config-writer submit outputs/tiny_rank_lr --failed
     $ torchtune-config-writer submit outputs/tiny_rank_lr --eval-only
-    $ torchtune-config-writer status outputs/tiny_rank_lr
+    $ torchtune-config-writer status outputs/tiny_rank_lr --watch
+    $ torchtune-config-writer cancel outputs/tiny_rank_lr --runs 3-5
 """
 
 from __future__ import annotations
@@ -83,19 +84,53 @@ def submit_cmd(experiment_dir: str, runs: str | None, failed: bool, eval_only: b
 @click.command("status")
 @click.argument("experiment_dir", type=click.Path(file_okay=False, path_type=str))
 @click.option("--no-slurm", is_flag=True, help="Read the status records only; do not ask squeue.")
-def status_cmd(experiment_dir: str, no_slurm: bool) -> None:
+@click.option("--watch", is_flag=True,
+              help="Redraw until no run or evaluation is queued or running: progress bars in a terminal, else one "
+                   "line per run whose state or step changed, and the table at the end. Ctrl-C stops watching.")
+@click.option("--interval", type=click.FloatRange(min=1), default=10, show_default=True, metavar="S",
+              help="With --watch: seconds between looks (each asks squeue once).")
+def status_cmd(experiment_dir: str, no_slurm: bool, watch: bool, interval: float) -> None:
     """Show every run of EXPERIMENT_DIR: name (if named), parameters, state, exit code, wall time, SLURM job,
-    and its evaluation (EVAL) when runs are evaluated.
+    and its evaluation (EVAL) when runs are evaluated; for running runs, the step reached of all
+    (STEP), the latest loss and an ETA, from their metric logs.
 
     States come from the runs' status records; for submitted runs squeue adds
-    what the records cannot know (PENDING, RUNNING, CANCELLED before start, TIMEOUT).
+    what the records cannot know (PENDING, RUNNING, CANCELLED before start, TIMEOUT),
+    and sacct how the tasks squeue has forgotten ended (recorded in their records).
     """
-    from ..execute import slurm_state
+    from ..execute import progress, slurm_state
     from ..expdir import load_mapping
 
     mapping = load_mapping(experiment_dir)
-    states, note = slurm_state.status_of(experiment_dir, mapping, use_slurm=not no_slurm)
-    click.echo(slurm_state.format_status(states, mapping.variables, note))
+
+    def snapshot() -> tuple[list, dict, str]:
+        states, note = slurm_state.status_of(experiment_dir, mapping, use_slurm=not no_slurm)
+        running = progress.of_running(experiment_dir, mapping, states)
+        return states, running, slurm_state.format_status(states, mapping.variables, note, progress=running)
+
+    if not watch:
+        click.echo(snapshot()[2])
+        return
+    try:
+        progress.watch(experiment_dir, snapshot, interval=interval, out=click.get_text_stream("stdout"))
+    except KeyboardInterrupt:
+        click.echo("\nstopped watching (the runs go on)", err=True)
+
+
+@click.command("cancel")
+@click.argument("experiment_dir", type=click.Path(file_okay=False, path_type=str))
+@click.option("--runs", "runs", metavar="SPEC", help="Cancel only these runs: '0-3,7', 'run_002' or 'all'.")
+@click.option("--wait", type=click.FloatRange(min=0), default=15, show_default=True, metavar="S",
+              help="Seconds a running task gets to record its own cancellation before cancel records it.")
+def cancel_cmd(experiment_dir: str, runs: str | None, wait: float) -> None:
+    """Cancel the queued and running SLURM tasks (training and evaluation) of the runs of EXPERIMENT_DIR
+    (or of --runs) and record them as cancelled; runs still waiting to be submitted (slurm.max_submit)
+    are withdrawn. Completed runs are left alone. `submit --failed` submits them again.
+    """
+    from ..execute.cancel import cancel
+
+    report = cancel(experiment_dir, runs, wait=wait, echo=lambda line: click.echo(line, err=True))
+    click.echo(report.text())
 
 
 @click.command("task", hidden=True)
@@ -120,4 +155,4 @@ def task_cmd(experiment_dir: str, index: int, evaluation: bool) -> None:
     sys.exit(run_one(experiment_dir, index, force=force))
 
 
-COMMANDS = (run_cmd, submit_cmd, status_cmd, task_cmd)
+COMMANDS = (run_cmd, submit_cmd, status_cmd, cancel_cmd, task_cmd)

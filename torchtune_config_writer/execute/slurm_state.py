@@ -388,26 +388,35 @@ def _fmt_seconds(s: float | None) -> str:
     return f"{s}s" if s < 60 else (f"{s // 60}m{s % 60:02d}s" if s < 3600 else f"{s // 3600}h{s % 3600 // 60:02d}m")
 
 
-def format_status(states: list[RunState], variables: Iterable[str] | None = None, slurm_note: str = "") -> str:
+def format_status(states: list[RunState], variables: Iterable[str] | None = None, slurm_note: str = "",
+                  progress: dict[str, Any] | None = None) -> str:
     """The ``status`` table: one row per run, then counts per state.
 
     A NAME column follows RUN when any run has a name: people know runs by the names they gave
     them, and the id stays because ``--runs`` and the files use it. An EVAL column, last
     (its values may hold blanks), comes when any run is evaluated (``-`` for runs that are not).
     An ATTEMPT column follows STATE when any run is past its first attempt (out-of-memory retries).
+    STEP, LOSS and ETA follow WALL when ``progress`` (run id -> ``progress.Progress``) is given and
+    any run is running.
     """
+    from .progress import fmt_eta, fmt_loss, running
+
+    progressing = progress is not None and any(running(s.state) for s in states)
+    progress = progress or {}
     keys = list(variables or dict.fromkeys(k for s in states for k in s.parameters))
     named = any(s.name for s in states)
     retried = any(s.attempt > 1 for s in states)
     evaluated = [s.evaluation for s in states if s.evaluation is not None]
     rows = [["RUN", *(["NAME"] if named else []), "PARAMETERS", "STATE", *(["ATTEMPT"] if retried else []), "EXIT",
-             "WALL", "JOB",
+             "WALL", *(["STEP", "LOSS", "ETA"] if progressing else []), "JOB",
              *(["EVAL"] if evaluated else [])]]
     for s in states:
         params = format_parameters({k: s.parameters[k] for k in keys if k in s.parameters}, short=True, sep=" ")
         rows.append([s.run_id, *([s.name or "-"] if named else []), params or "-", s.label,
                      *([str(s.attempt)] if retried else []),
-                     "-" if s.exit_code is None else str(s.exit_code), _fmt_seconds(s.seconds), s.job or "-",
+                     "-" if s.exit_code is None else str(s.exit_code), _fmt_seconds(s.seconds),
+                     *(_progress_cells(progress.get(s.run_id), fmt_loss, fmt_eta) if progressing else []),
+                     s.job or "-",
                      *([s.evaluation.label if s.evaluation else "-"] if evaluated else [])])
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
@@ -427,6 +436,10 @@ def format_status(states: list[RunState], variables: Iterable[str] | None = None
     if slurm_note:
         lines.append(slurm_note)
     return "\n".join(lines)
+
+
+def _progress_cells(p: Any, fmt_loss: Any, fmt_eta: Any) -> list[str]:
+    return [p.label, fmt_loss(p.loss), fmt_eta(p.eta)] if p is not None else ["-", "-", "-"]
 
 
 def _notes(states: list[RunState], most: int = 10) -> list[str]:
