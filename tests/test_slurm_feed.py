@@ -8,7 +8,6 @@ Fast tests parse sacctmgr's output, decide feed steps and print dry runs; ``slow
 from __future__ import annotations
 
 import dataclasses
-import subprocess
 import threading
 import time
 from datetime import timedelta
@@ -202,7 +201,7 @@ def test_a_plain_dry_run_of_a_queued_experiment_reports_the_queue(capped_dir) ->
     exp = capped_dir(4, max_submit=2)
     expdir.write_feed(exp, FeedQueue(2, "slurm.max_submit", (QueuedTask(2), QueuedTask(3))))
     result = cli("submit", str(exp), "--dry-run")
-    assert result.exit_code == 0 and "2 tasks of this experiment wait in slurm_queue.yaml" in result.stdout
+    assert result.exit_code == 0 and "slurm_queue.yaml holds 2 tasks still to submit" in result.stdout
     status = cli("status", str(exp), "--no-slurm")
     assert "2 run(s) wait to be submitted (at most 2 tasks queued or running at once, slurm.max_submit)" in status.stdout
     assert "none will submit them" not in status.stdout  # --no-slurm: whether a task is active is unknown
@@ -215,3 +214,187 @@ def test_a_task_outside_slurm_or_without_a_queue_does_not_feed(capped_dir, monke
     monkeypatch.delenv("SLURM_ARRAY_JOB_ID", raising=False)
     feed.after_task(exp)  # not an array task
     assert read_feed(exp).items == (QueuedTask(1),) and capsys.readouterr().err == ""
+
+
+# ----------------------------------------------------------------------------- real SLURM
+
+
+class QueueWatcher:
+    """Polls squeue every 0.2 s in a thread and keeps the most tasks it ever saw queued or running at once
+    (the test cluster runs nothing but this test's jobs meanwhile)."""
+
+    def __init__(self, cluster) -> None:
+        self.cluster, self.peak, self.polls = cluster, 0, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, len(self.cluster.active_jobs()))
+            self.polls += 1
+            self._stop.wait(0.2)
+
+    def __enter__(self) -> "QueueWatcher":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _wait_done(cluster, exp: Path, timeout: float = 600) -> float:
+    """Wait until no task is queued or running and the queue is empty (a task submits before it leaves,
+    so the cluster is never idle while the feed goes on)."""
+    t0 = time.monotonic()
+    cluster.wait_idle(timeout)
+    return time.monotonic() - t0
+
+
+def _jobcomp_peak(cluster, job_ids: set[str]) -> int:
+    """The most of these jobs' tasks SLURM's own job-completion records show between submission and end at
+    once. The records have whole seconds, so a task that submits its successor in the second it ends
+    counts as leaving first: this catches a limit broken for a second or more, not for less."""
+    events = []
+    for line in (cluster.root / "log" / "jobcomp.txt").read_text().splitlines():
+        fields = dict(f.split("=", 1) for f in line.split() if "=" in f)
+        if fields.get("ArrayJobId") in job_ids:
+            events += [(fields["SubmitTime"], 1), (fields["EndTime"], -1)]
+    level = peak = 0
+    for _, step in sorted(events, key=lambda e: (e[0], e[1])):  # at equal times, ends first
+        level += step
+        peak = max(peak, level)
+    return peak
+
+
+def _logs(exp: Path) -> str:
+    return "\n".join(f"--- {p.name}\n" + p.read_text()[-1200:] for p in sorted((exp / "logs").glob("*.out")))
+
+
+@pytest.mark.slow
+def test_a_cap_of_3_with_8_runs_never_queues_more_than_3_and_all_complete(slurm_cluster, capped_dir) -> None:
+    exp = capped_dir(8, max_submit=3)
+    with QueueWatcher(slurm_cluster) as watcher:
+        t0 = time.monotonic()
+        result = cli("submit", str(exp))
+        submit_s = time.monotonic() - t0
+        assert result.exit_code == 0, result.output
+        # The CLI returned (nothing left on the login node); 3 tasks went to SLURM, 5 wait for them.
+        assert result.stdout.splitlines()[0] == (
+            "at most 3 of this experiment's tasks queued or running at once (slurm.max_submit): submitting 3 of "
+            "8 tasks now; the rest wait in slurm_queue.yaml and each task submits more as it ends")
+        assert [j.indices for j in read_jobs(exp)] == [(0, 1, 2)]
+        assert [i.index for i in read_feed(exp).items] == [3, 4, 5, 6, 7]
+        status = cli("status", str(exp)).stdout
+        assert "5 run(s) wait to be submitted (at most 3 tasks queued or running at once, slurm.max_submit)" in status
+        wall = _wait_done(slurm_cluster, exp)
+    states = slurm_state.run_states(exp)
+    assert [s.state for s in states] == [State.COMPLETED] * 8, cli("status", str(exp)).stdout + _logs(exp)
+    jobs = read_jobs(exp)
+    trained = sorted(i for j in jobs for i in j.indices)
+    assert trained == list(range(8))  # each run submitted exactly once
+    assert read_feed(exp).items == () and "wait to be submitted" not in cli("status", str(exp)).stdout
+    assert watcher.peak == 3, f"at most {watcher.peak} tasks at once in {watcher.polls} polls"
+    assert _jobcomp_peak(slurm_cluster, {j.job_id for j in jobs}) <= 3
+    fed = [line for line in _logs(exp).splitlines() if line.startswith("submitted job array")]
+    assert len(fed) == len(jobs) - 1  # every array but the first was submitted by an ending task
+    print(f"\n8 runs under max_submit 3: submit returned in {submit_s:.1f} s, all done in {wall:.0f} s, "
+          f"{len(jobs)} arrays, peak {watcher.peak} in {watcher.polls} squeue polls")
+
+
+@pytest.mark.slow
+def test_evaluations_under_a_cap_come_as_their_runs_complete(slurm_cluster, capped_dir) -> None:
+    exp = capped_dir(3, evaluated=True, max_submit=2)
+    with QueueWatcher(slurm_cluster) as watcher:
+        result = cli("submit", str(exp))
+        assert result.exit_code == 0, result.output
+        assert "the 3 evaluation(s) are queued as their runs complete" in result.stdout
+        _wait_done(slurm_cluster, exp)
+    mapping = load_mapping(exp)
+    records, evals = expdir.read_all(exp, mapping), expdir.read_all_evaluations(exp, mapping)
+    assert [r.state for r in records.values()] == ["completed"] * 3, _logs(exp)
+    assert [e.state for e in evals.values()] == ["completed"] * 3, _logs(exp)
+    for run in mapping.runs:
+        assert expdir.read_eval_result(run.evaluations[0].result).metrics["heldout_loss"] > 0
+    jobs = read_jobs(exp)
+    assert sorted(i for j in jobs if j.kind == "eval" for i in j.indices) == [0, 1, 2]
+    assert not any("--dependency" in j.command for j in jobs)
+    # Evaluations come early: run_000's evaluation was submitted before the last training was.
+    first_eval = next(n for n, j in enumerate(jobs) if j.kind == "eval")
+    last_train = max(n for n, j in enumerate(jobs) if j.kind == "train" and 2 in j.indices)
+    assert first_eval <= last_train + 1
+    assert watcher.peak == 2 and read_feed(exp).items == () and read_feed(exp).awaiting == {}
+
+
+@pytest.mark.slow
+def test_a_queue_nobody_feeds_is_shown_and_submit_resumes_it(slurm_cluster, capped_dir) -> None:
+    # Both tasks are killed (SIGKILL to the whole task) before they reach their feed step: nothing is left
+    # to submit run_002. status says so; a plain submit submits it, and it completes.
+    setup = [*sbatch.default_setup(), '[ "$INDEX" = 2 ] || [ -f go ] || sleep 60']
+    exp = capped_dir(3, max_submit=2, setup=setup)
+    assert cli("submit", str(exp)).exit_code == 0
+    job = read_jobs(exp)[0].job_id
+    deadline = time.monotonic() + 60
+    while len([t for t in slurm_cluster.active_jobs() if t.startswith(job)]) < 2 or \
+            "RUNNING" not in slurm_cluster.run("squeue", "-h", "-j", job, "-o", "%T").stdout:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    slurm_cluster.run("scancel", "--signal=KILL", "--full", job)
+    slurm_cluster.wait_idle(60)
+    status = cli("status", str(exp)).stdout
+    assert "1 run(s) wait to be submitted" in status
+    assert "No task of this experiment is queued or running, so none will submit them" in status
+    assert f"`torchtune-config-writer submit {exp}` submits the next ones and resumes" in status
+    (exp / "go").touch()
+    result = cli("submit", str(exp))
+    assert result.exit_code == 0, result.output
+    assert "slurm_queue.yaml holds 1 task still to submit" in result.stdout
+    assert read_jobs(exp)[-1].indices == (2,) and read_feed(exp).items == ()
+    slurm_cluster.wait_idle(300)
+    assert expdir.read_all(exp, load_mapping(exp))["run_002"].state == "completed", _logs(exp)
+    assert "wait to be submitted" not in cli("status", str(exp)).stdout
+
+
+@pytest.mark.slow
+def test_a_feed_step_whose_sbatch_is_refused_keeps_the_queue_and_the_exit_code(slurm_cluster, capped_dir) -> None:
+    # The "compute nodes" refuse sbatch (an sbatch first on the tasks' PATH fails, as some sites make it):
+    # each task still ends with its run's own exit code and record, says why in its log, and leaves the
+    # queue as it was; status then says that nothing will submit it.
+    setup = [*sbatch.default_setup(), 'mkdir -p refuse && printf \'#!/bin/sh\\necho "sbatch: error: not on compute '
+             'nodes" >&2\\nexit 1\\n\' > refuse/sbatch && chmod +x refuse/sbatch', 'export PATH="$PWD/refuse:$PATH"']
+    exp = capped_dir(3, max_submit=2, setup=setup)
+    assert cli("submit", str(exp)).exit_code == 0
+    slurm_cluster.wait_idle(300)
+    records = expdir.read_all(exp, load_mapping(exp))
+    assert [records[r].state for r in ("run_000", "run_001")] == ["completed", "completed"], _logs(exp)
+    assert [records[r].exit_code for r in ("run_000", "run_001")] == [0, 0]
+    tasks = slurm_state.query_tasks([read_jobs(exp)[0].job_id])
+    assert {t.state for t in tasks.values()} == {"COMPLETED"}  # the feed step did not change the exit code
+    assert "feed: sbatch refused array 1 of 1 (runs 2): sbatch: error: not on compute nodes" in _logs(exp)
+    assert [i.index for i in read_feed(exp).items] == [2] and len(read_jobs(exp)) == 1
+    assert "none will submit them" in cli("status", str(exp)).stdout
+
+
+@pytest.mark.slow
+def test_a_feed_step_waits_for_tasks_that_already_fed_to_leave(slurm_cluster, capped_dir) -> None:
+    # Two tasks of the experiment hold the cap of 2 and have both done their feed step (they only exit
+    # now): nobody else will feed, so the feed waits (lock released) until they leave, then submits.
+    # The queued runs' tasks end at once in their setup (no training needed to test the feed).
+    exp = capped_dir(4, max_submit=2, setup=["exit 0"])
+    job = slurm_cluster.run("sbatch", "--parsable", "--array=0-1", "--output=/dev/null", "--wrap", "sleep 4",
+                            ).stdout.strip()
+    expdir.append_job(exp, expdir.JobRecord(job, "", "0-1", 0, (0, 1), "sbatch --wrap 'sleep 4'"))
+    deadline = time.monotonic() + 30
+    while len(slurm_cluster.active_jobs()) < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    now = feed._now().isoformat(timespec="seconds")
+    expdir.write_feed(exp, FeedQueue(2, "slurm.max_submit", (QueuedTask(2), QueuedTask(3)),
+                                     fed={f"{job}_0": now, f"{job}_1": now}))
+    lines: list[str] = []
+    with QueueWatcher(slurm_cluster) as watcher:
+        outcome = feed.feed(exp, echo=lines.append)
+    assert "feed: no room for the 2 tasks left; waiting for tasks that already submitted theirs" in lines[0]
+    assert [a.chunk.indices for a in outcome.arrays] == [(2, 3)] and read_feed(exp).items == ()
+    assert watcher.peak <= 2
+    slurm_cluster.wait_idle(60)

@@ -32,11 +32,11 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Mapping
 
-from ..errors import SlurmError, one_line
+from ..errors import ConfigWriterError, SlurmError, one_line
 from ..expdir import (
-    FEED_FILE, FORCE_ENV, LOG_DIR, ArrayChunk, FeedQueue, QueuedTask, RunEntry, RunMapping, SlurmState, State,
+    FEED_FILE, FORCE_ENV, LOG_DIR, FeedQueue, QueuedTask, RunEntry, RunMapping, SlurmState, State,
     jobs_lock, load_mapping, plan_arrays, read_feed, read_jobs, read_status, script_groups, write_feed,
 )
 from .slurm_state import parse_squeue
@@ -306,11 +306,21 @@ class Outcome:
     """sbatch refused (or was missing): the rest stays queued for the next feed step."""
 
 
-def _task_env() -> dict[str, str]:
-    """The environment sbatch runs in from a feed step: without the ending task's own SLURM_* variables
-    (sbatch would read some as options) and without its FORCE_ENV (only ``force`` items may carry it)."""
-    return {k: v for k, v in os.environ.items()
-            if k != FORCE_ENV and (not k.startswith("SLURM_") or k == "SLURM_CONF")}
+#: The SLURM_* variables sbatch reads as input (its man page); every other SLURM_* variable was set by SLURM
+#: for the job the feed step runs in, and would reach the next job stale (``--export=ALL``).
+SBATCH_INPUT = frozenset({"SLURM_CONF", "SLURM_CLUSTERS", "SLURM_DEBUG_FLAGS", "SLURM_EXIT_ERROR", "SLURM_HINT",
+                          "SLURM_UMASK"})
+
+
+def task_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment sbatch runs in from a feed step: without the ending job's own SLURM_* variables
+    (a stale SLURM_MEM_PER_CPU beside the next job's SLURM_MEM_PER_NODE makes srun fail) and without
+    FORCE_ENV (only ``force`` items carry it, on their own sbatch line).
+
+    >>> task_env({"SLURM_JOB_ID": "7", "SLURM_CONF": "/etc/slurm.conf", "PATH": "/bin", FORCE_ENV: "1"})
+    {'SLURM_CONF': '/etc/slurm.conf', 'PATH': '/bin'}
+    """
+    return {k: v for k, v in environ.items() if k != FORCE_ENV and (not k.startswith("SLURM_") or k in SBATCH_INPUT)}
 
 
 def _group(mapping: RunMapping, items: list[QueuedTask], size: int, exp: Path) -> list[tuple[list[QueuedTask], object]]:
@@ -323,16 +333,14 @@ def _group(mapping: RunMapping, items: list[QueuedTask], size: int, exp: Path) -
     for item in items:
         script = scripts[item.kind].get(item.index)
         if script is None:
-            continue  # the run is gone from the experiment (or no longer evaluated): nothing to submit
+            continue  # the run is gone from the experiment (or no longer evaluated): the caller drops it
         groups.setdefault((item.kind, script, item.force, item.time), []).append(item)
     out = []
     for (kind, script, force, limit), members in groups.items():
         by_index = {m.index: m for m in members}
         for chunk in plan_arrays(by_index, size):
-            planned = PlannedArray(kind, exp / script, chunk, force=force)
-            if limit and "time" in {f.name for f in dataclasses.fields(PlannedArray)}:
-                planned = dataclasses.replace(planned, time=limit)
-            out.append(([by_index[i] for i in chunk.indices], planned))
+            out.append(([by_index[i] for i in chunk.indices], PlannedArray(kind, exp / script, chunk, force=force,
+                                                                           time=limit)))
     return out
 
 
@@ -340,7 +348,7 @@ class _HeldSignals:
     """Block the signals that stop a task (scancel, time limit warnings) while sbatch runs and its job id is
     recorded, so that a job SLURM accepted is never left out of slurm_jobs.yaml while it stays queued."""
 
-    SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2}
+    SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2})
 
     def __enter__(self) -> None:
         self.old = signal.pthread_sigmask(signal.SIG_BLOCK, self.SIGNALS)
@@ -371,18 +379,44 @@ def _queue_evaluations(exp: Path, mapping: RunMapping, queue: FeedQueue, me: str
     return dataclasses.replace(queue, items=(*front, *queue.items), awaiting=awaiting)
 
 
+def _submit_batch(exp: Path, mapping: RunMapping, queue: FeedQueue, n: int, sbatch: str, outcome: Outcome,
+                  echo: Callable[[str], None]) -> tuple[FeedQueue, Exception | None]:
+    """Submit the first ``n`` queued tasks, as few arrays as can hold them; return the queue without the
+    submitted ones (with the evaluations their trainings will queue), and what stopped it, if anything
+    (the tasks of that array and of the ones after it stay at the front)."""
+    from .submit import _submit_plan, array_size
+
+    batch, rest = list(queue.items[:n]), list(queue.items[n:])
+    planned = _group(mapping, batch, array_size(mapping), exp)
+    env = task_env(os.environ)  # (also for a submit made inside a task: an out-of-memory retry)
+    grouped = [m for members, _ in planned for m in members]
+    for item in batch:
+        if item not in grouped:
+            echo(f"feed: run index {item.index} has no {'evaluation' if item.kind == EVAL else 'training'} "
+                 "script in this experiment (generated again since?): dropped from the queue")
+    awaiting = dict(queue.awaiting)
+    for k, (members, plan) in enumerate(planned):
+        try:
+            done = _submit_plan(exp, mapping, [plan], sbatch, dry_run=False, echo=echo, env=env)
+        except Exception as e:  # refused (SlurmError), or sbatch hung: keep them for the next feed step
+            kept = [m for ms, _ in planned[k:] for m in ms]
+            return dataclasses.replace(queue, items=(*[i for i in batch if i in kept], *rest), awaiting=awaiting), e
+        outcome.arrays.extend(done)
+        for item in members:
+            if item.kind == TRAIN and item.evaluate:
+                awaiting[f"{done[0].job_id}_{item.index - plan.chunk.offset}"] = QueuedTask(item.index, EVAL, item.force)
+    return dataclasses.replace(queue, items=tuple(rest), awaiting=awaiting), None
+
+
 def _feed_once(exp: Path, mapping: RunMapping, me: str | None, *, echo: Callable[[str], None],
                raise_errors: bool = False) -> Outcome:
     """One pass of a feed step; call it inside ``jobs_lock``. Never waits."""
-    from .submit import _submit_plan, array_size
-
     queue = read_feed(exp)
     if queue is None:
         return Outcome()
     active = active_tasks(exp)
     if active is None:
-        raise SlurmError("squeue cannot be asked, so the experiment's queued and running tasks cannot be counted; "
-                         f"{queue.waiting} task(s) stay in {FEED_FILE}")
+        raise SlurmError("squeue cannot be asked, so the experiment's queued and running tasks cannot be counted")
     now = _now()
     fed = {k: v for k, v in queue.fed.items() if k in active}  # the others left: forget them
     if me is not None:
@@ -394,36 +428,17 @@ def _feed_once(exp: Path, mapping: RunMapping, me: str | None, *, echo: Callable
         sbatch = shutil.which("sbatch")
         if not sbatch:
             write_feed(exp, queue)
-            raise SlurmError(f"sbatch is not on PATH here ({os.uname().nodename}), so {queue.waiting} task(s) stay "
-                             f"in {FEED_FILE}")
+            raise SlurmError(f"sbatch is not on PATH on this node ({os.uname().nodename})")
         (exp / LOG_DIR).mkdir(exist_ok=True)
-        batch, rest = list(queue.items[:decision.submit]), list(queue.items[decision.submit:])
-        planned = _group(mapping, batch, array_size(mapping), exp)
-        env = _task_env() if me is not None else None
-        left: list[QueuedTask] = [item for item in batch if item not in [m for ms, _ in planned for m in ms]]
-        error = None
-        for n, (members, plan) in enumerate(planned):
-            try:
-                with _HeldSignals():
-                    done = _submit_plan(exp, mapping, [plan], sbatch, dry_run=False, echo=echo, env=env)
-                    awaiting = dict(queue.awaiting)
-                    for item in members:
-                        if item.kind == TRAIN and item.evaluate:
-                            awaiting[f"{done[0].job_id}_{item.index - plan.chunk.offset}"] = QueuedTask(
-                                item.index, EVAL, item.force)
-                    queue = dataclasses.replace(queue, awaiting=awaiting)
-                    outcome.arrays.extend(done)
-            except SlurmError as e:
-                error = e
-                left.extend(m for ms, _ in planned[n:] for m in ms)  # keep them, in order, at the front
-                break
-        queue = dataclasses.replace(queue, items=(*[i for i in batch if i in left], *rest))
+        with _HeldSignals():  # until the queue says what was submitted: else it would be submitted twice
+            queue, error = _submit_batch(exp, mapping, queue, decision.submit, sbatch, outcome, echo)
+            write_feed(exp, queue)
         outcome.waiting = queue.waiting
-        write_feed(exp, queue)
         if error is not None:
             if raise_errors:
-                raise error
-            echo(f"feed: {one_line(error)}; {queue.waiting} task(s) stay in {FEED_FILE}")
+                raise error if isinstance(error, ConfigWriterError) else SlurmError(one_line(error))
+            echo(f"feed: {error if isinstance(error, ConfigWriterError) else one_line(error)}; "
+                 f"{_tasks(queue.waiting)} left in {FEED_FILE}")
             outcome.wait, outcome.failed = False, True
         return outcome
     write_feed(exp, queue)
@@ -441,7 +456,7 @@ def feed(exp_dir: str | Path, me: str | None = None, *, wait: bool = True, echo:
     mapping = load_mapping(exp)
     total = first or Outcome()
     outcome = first
-    deadline = time.monotonic() + WAIT_SECONDS
+    deadline, said = time.monotonic() + WAIT_SECONDS, False
     while True:
         if outcome is None:
             with jobs_lock(exp):
@@ -453,12 +468,37 @@ def feed(exp_dir: str | Path, me: str | None = None, *, wait: bool = True, echo:
             continue
         if not (outcome.wait and wait and outcome.waiting):
             return total
+        if not said:
+            echo(f"feed: no room for the {_tasks(outcome.waiting)} left; waiting for tasks that already submitted "
+                 "theirs to leave the queue")
+            said = True
         if time.monotonic() > deadline:
-            echo(f"feed: no room in the queue after {WAIT_SECONDS:.0f} s; {outcome.waiting} task(s) stay in "
+            echo(f"feed: no room in the queue after {WAIT_SECONDS:.0f} s; {_tasks(outcome.waiting)} left in "
                  f"{FEED_FILE} for the next task that ends (or `torchtune-config-writer submit {exp}`)")
             return total
         time.sleep(POLL_SECONDS)
         outcome = None
+
+
+class _Interrupted(Exception):
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+class _Interruptible:
+    """While a feed step runs (it may wait up to ``WAIT_SECONDS``), a signal that would end the task
+    (scancel, the time limit) ends the feed step instead, so that the task still exits with its run's code."""
+
+    def __enter__(self) -> None:
+        def stop(signum: int, frame: object) -> None:
+            raise _Interrupted(signum)
+
+        self.old = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1)}
+
+    def __exit__(self, *exc: object) -> None:
+        for s, handler in self.old.items():
+            signal.signal(s, handler)
 
 
 def after_task(exp_dir: str | Path) -> None:
@@ -466,14 +506,20 @@ def after_task(exp_dir: str | Path) -> None:
     own exit code stands; says what it did (or why it could not) in the task's log."""
     try:
         exp = Path(exp_dir).resolve()
-        if not (exp / FEED_FILE).is_file():
-            return  # nothing was ever submitted under a limit
+        queue = read_feed(exp)
+        if queue is None or not (queue.items or queue.awaiting):
+            return  # nothing waits to be submitted under a limit
         job, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
         if not job or not task:
             return  # not a SLURM array task (run by hand)
-        feed(exp, f"{job}_{task}", echo=lambda line: print(line, file=sys.stderr, flush=True))
+        with _Interruptible():
+            feed(exp, f"{job}_{task}", echo=lambda line: print(line, file=sys.stderr, flush=True))
+    except _Interrupted as e:
+        print(f"feed: stopped by signal {e.signum}; the queue ({FEED_FILE}) is as it was: the next task that ends "
+              f"submits from it, or `torchtune-config-writer submit {exp_dir}`", file=sys.stderr, flush=True)
     except Exception as e:  # a failed feed must not change how the run is recorded
-        print(f"feed: could not submit more of the experiment's queued runs: {one_line(e)}; they stay in "
+        why = str(e) if isinstance(e, ConfigWriterError) else one_line(e)
+        print(f"feed: could not submit more of the experiment's queued runs: {why}; they stay in "
               f"{FEED_FILE}: the next task that ends tries again, or `torchtune-config-writer submit "
               f"{exp_dir}`", file=sys.stderr, flush=True)
 
@@ -534,7 +580,13 @@ def submit_capped(exp: Path, mapping: RunMapping, train: list[RunEntry], evaluat
         return Outcome(arrays, waiting=total - room)
     queue = queue or FeedQueue(cap, limit.source)
     write_feed(exp, dataclasses.replace(queue, max_submit=cap, source=limit.source, items=(*queue.items, *items)))
-    return _feed_once(exp, mapping, None, echo=echo, raise_errors=True)
+    try:
+        return _feed_once(exp, mapping, None, echo=echo, raise_errors=True)
+    except SlurmError as e:
+        left = read_feed(exp)
+        raise SlurmError(f"{e}; the {_tasks(left.waiting if left else 0)} not submitted wait in {FEED_FILE}: once "
+                         f"this is fixed, `torchtune-config-writer submit {exp}` submits them (or delete the file "
+                         "to forget them)") from None
 
 
 def _size(mapping: RunMapping, *, ask: bool = True) -> int:
@@ -559,7 +611,7 @@ def resume(exp: Path, mapping: RunMapping, *, dry_run: bool = False, echo: Calla
     queue = read_feed(exp)
     if queue is None or not queue.items:
         return None
-    echo(f"{_tasks(queue.waiting)} of this experiment wait in {FEED_FILE} (at most {queue.max_submit} queued or "
+    echo(f"{FEED_FILE} holds {_tasks(queue.waiting)} still to submit (at most {queue.max_submit} queued or "
          f"running at once, {queue.source}): {'a real submit would submit' if dry_run else 'submitting'} what "
          "fits now; each task submits more as it ends (name runs with --runs, or use --failed, to submit others)")
     if dry_run:
