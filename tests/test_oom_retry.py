@@ -401,3 +401,38 @@ def _logs(exp: Path) -> str:
 def test_the_attempt_command_is_hidden() -> None:
     out = subprocess.run([sys.executable, "-m", "torchtune_config_writer", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and " attempt " not in out.stdout
+
+
+def test_a_task_resubmitting_its_run_is_not_stopped_by_that_runs_waiting_evaluation(make_experiment_dir) -> None:
+    import dataclasses
+
+    from torchtune_config_writer.errors import SlurmError
+
+    exp = make_experiment_dir([{"batch_size": 8}])
+    run = dataclasses.replace(load_mapping(exp).runs[0], evaluations=(
+        expdir.EvalEntry(expdir.Evaluator.HELDOUT, 0, "eval/run_000/epoch_0.heldout.yaml", "/o/r.json"),))
+    # the training task failed (its record), its evaluation task still waits for it in the queue
+    waiting = slurm_state.EvalState("run_000", 0, expdir.SlurmState.PENDING, "8_0", total=1)
+    states = [slurm_state.RunState("run_000", 0, {}, State.FAILED, 1, 3.0, "7_0", evaluation=waiting)]
+    with pytest.raises(SlurmError, match=r"already queued or running.*the evaluation of run_000 \(PENDING, job 8_0\)"):
+        submit._refuse_unsubmittable(exp, [run], [], states)
+    submit._refuse_unsubmittable(exp, [run], [], states, retry=True)  # SLURM cancels it: the failed task was its dependency
+
+
+def test_a_task_that_cannot_reach_sbatch_leaves_its_attempt_for_submit_retry_oom(make_experiment_dir,
+                                                                                  monkeypatch) -> None:
+    import dataclasses
+
+    exp = _handmade_with_submit_script(make_experiment_dir, [{"batch_size": 8}])
+    expdir.write_mapping(exp, dataclasses.replace(load_mapping(exp), oom_retry=expdir.OomRetryPlan(3)))
+    _failed(exp, "run_000", OOM_TRACEBACK)
+    monkeypatch.setenv("PATH", "/nonexistent")  # a compute node without the SLURM client tools
+    lines: list[str] = []
+    assert oom.after_task(exp, 0, 1, echo=lines.append) is False
+    assert lines[1].startswith("# run_000 attempt 2: configs/run_000.attempt_2.yaml (batch_size 8 -> 4")
+    assert lines[2].startswith("# attempt 2 was written but not submitted: sbatch is not on PATH")
+    assert lines[2].endswith(f"`torchtune-config-writer submit {exp} --runs 0 --retry-oom` submits it")
+    assert load_mapping(exp).runs[0].attempt == 2
+    lines.clear()
+    arrays = submit.submit(exp, retry_oom=True, dry_run=True, echo=lines.append)
+    assert lines[0].endswith("attempt 2 was written and never started: submitting it") and len(arrays) == 1

@@ -237,13 +237,18 @@ def after_task(exp_dir: str | Path, index: int, exit_code: int, *, echo: Callabl
             echo(f"# not retried: attempt {failed} was the last (oom_retry.max_attempts: {limit})")
             return False
         echo(f"# {write_next_attempt(exp, index, failed)}")
-        from .submit import submit  # (submit imports this module)
-
-        submit(exp, str(index), retry=True, echo=lambda line: echo(f"# {line}"))
-        return True
     except ConfigWriterError as e:
         echo(f"# not retried: {e}")
         return False
+    from .submit import submit  # (submit imports this module)
+
+    try:
+        submit(exp, str(index), retry=True, echo=lambda line: echo(f"# {line}"))
+    except ConfigWriterError as e:
+        echo(f"# attempt {failed + 1} was written but not submitted: {e}; `torchtune-config-writer submit {exp} "
+             f"--runs {index} --retry-oom` submits it")
+        return False
+    return True
 
 
 def retry_locally(exp: Path, mapping: RunMapping, run: RunEntry, record: StatusRecord,

@@ -13,6 +13,9 @@ evaluation's ``primary_metric``, else the first evaluation metric, else
 ``final_loss``): results.md ranks runs and compares each variable's values by
 it, and ``metric_by_variable.svg`` plots it against every variable.
 
+A run that ran out of memory and was tried again (``RunEntry.attempts``) is one row, of its latest
+attempt; when any run was, the table says which attempt and with what batch size (``ATTEMPT_COLUMNS``).
+
 An experiment with ``seeds:`` runs every configuration once per seed; results.md
 then also has one row per configuration, each metric as mean ± standard
 deviation over its completed seeds, with n.
@@ -32,6 +35,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from ..expdir import (
     LOSS_PLOT, METRIC_PLOT, RESULTS_CSV, RESULTS_MD, MetricLog, RunEntry, RunMapping, State, StatusRecord,
     load_mapping, read_all, read_all_evaluations, written_before,
@@ -44,6 +49,9 @@ from .plots import curve_label, loss_plot_svg, metric_plot_svg
 #: reading it needs no special case.
 IDENTITY_COLUMNS = ["run_id", "name", "configuration"]
 METRIC_COLUMNS = ["status", "exit_code", "steps", "final_loss", "min_loss", "mean_tokens_per_s", "wall_time_s"]
+#: Added when any run was tried again after running out of memory: which attempt the row is of, and the
+#: batch size and gradient accumulation that attempt trained with (read from its config).
+ATTEMPT_COLUMNS = ["attempt", "batch_size_used", "gradient_accumulation_steps_used"]
 #: The metrics averaged over a configuration's seeds (``steps`` is a count, not an outcome).
 SEED_METRICS = ["final_loss", "min_loss", "mean_tokens_per_s", "wall_time_s"]
 #: The dotted path of the ``seeds:`` axis among the variables (the config's top-level ``seed``).
@@ -130,7 +138,7 @@ def collect_rows(exp_dir: str | Path) -> tuple[list[str], list[dict[str, Any]]]:
     exp = Path(exp_dir)
     mapping = load_mapping(exp)
     runs = _runs_with_steps(exp, mapping)
-    return _table(mapping, runs, _evaluations(exp, mapping, runs))
+    return _table(mapping, runs, _evaluations(exp, mapping, runs), exp=exp)
 
 
 def _evaluations(exp: Path, mapping: RunMapping, runs: list[Row]) -> EvalTable:
@@ -171,9 +179,10 @@ def _derived_columns(mapping: RunMapping, taken: list[str]) -> dict[str, str]:
     return {d: (f"derived.{d}" if d in taken else d) for d in mapping.derived if d != SEED}
 
 
-def _table(mapping: RunMapping, runs: list[Row],
-           evals: EvalTable | None = None) -> tuple[list[str], list[dict[str, Any]]]:
+def _table(mapping: RunMapping, runs: list[Row], evals: EvalTable | None = None,
+           exp: Path | None = None) -> tuple[list[str], list[dict[str, Any]]]:
     keys = [v for v in axes(mapping) if v != SEED]  # a plain ``seed`` variable is shown as the seed column
+    tried = exp is not None and any(run.attempts for run, _, _ in runs)  # out-of-memory retries: ATTEMPT_COLUMNS
     derived = _derived_columns(mapping, [*IDENTITY_COLUMNS, *keys, SEED, *METRIC_COLUMNS])
     rows = []
     for run, rec, steps in runs:
@@ -184,11 +193,33 @@ def _table(mapping: RunMapping, runs: list[Row],
         row.update(status=str(rec.state), exit_code=rec.exit_code)
         row.update(summarize(steps))
         row["wall_time_s"] = rec.wall_seconds()
+        if tried:
+            row.update(attempt_cells(exp, run, rec))
         if evals is not None:
             row.update(evals.cells.get(run.run_id, {}))
         rows.append(row)
     eval_columns = evals.columns if evals is not None else []
-    return [*IDENTITY_COLUMNS, *keys, SEED, *derived.values(), *METRIC_COLUMNS, *eval_columns], rows
+    return [*IDENTITY_COLUMNS, *keys, SEED, *derived.values(), *METRIC_COLUMNS, *(ATTEMPT_COLUMNS if tried else []),
+            *eval_columns], rows
+
+
+def attempt_cells(exp: Path, run: RunEntry, rec: StatusRecord) -> dict[str, Any]:
+    """The ``ATTEMPT_COLUMNS`` of a run: the attempt its status record is of (its current one before it
+    started), and the batch_size and gradient_accumulation_steps of that attempt's config (None where the
+    config has none, or cannot be read)."""
+    number = (rec.attempt or 1) if rec.started else run.attempt
+    config = run.config if number == 1 else next((a.config for a in run.attempts if a.number == number),
+                                                  run.current_config)
+    try:
+        data = yaml.load((exp / config).read_text(), Loader=_YAML_LOADER)
+    except (OSError, yaml.YAMLError):
+        data = None
+    data = data if isinstance(data, dict) else {}
+    return {"attempt": number, "batch_size_used": data.get("batch_size"),
+            "gradient_accumulation_steps_used": data.get("gradient_accumulation_steps")}
+
+
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def _cell(value: Any, digits: int | None = None) -> str:
@@ -472,7 +503,7 @@ def collect(exp_dir: str | Path, metric: str | None = None, goal: str | None = N
     mapping = load_mapping(exp)
     runs = _runs_with_steps(exp, mapping)
     evals = _evaluations(exp, mapping, runs)
-    columns, rows = _table(mapping, runs, evals)
+    columns, rows = _table(mapping, runs, evals, exp=exp)
     primary = choose_primary(mapping, evals.metrics, metric_choices(evals), metric, goal)  # before writing anything
     csv_path = exp / RESULTS_CSV
     write_csv(csv_path, columns, rows)
