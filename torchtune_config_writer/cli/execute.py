@@ -146,13 +146,20 @@ def task_cmd(experiment_dir: str, index: int, evaluation: bool) -> None:
     from ..expdir import FORCE_ENV
 
     force = os.environ.get(FORCE_ENV) == "1"  # set by `submit --force`
-    if evaluation:
-        from ..execute.runner import run_eval_one
+    try:
+        if evaluation:
+            from ..execute.runner import run_eval_one
 
-        sys.exit(run_eval_one(experiment_dir, index, force=force))
-    from ..execute.runner import run_one
+            sys.exit(run_eval_one(experiment_dir, index, force=force))
+        from ..execute.runner import run_one
 
-    sys.exit(run_one(experiment_dir, index, force=force))
+        sys.exit(run_one(experiment_dir, index, force=force))
+    finally:
+        # Last, even when the run failed or was refused: under slurm.max_submit the ending task submits
+        # the next queued tasks (a no-op without a queue; never raises, so the exit code above stands).
+        from ..execute import feed
+
+        feed.after_task(experiment_dir)
 
 
 COMMANDS = (run_cmd, submit_cmd, status_cmd, cancel_cmd, task_cmd)

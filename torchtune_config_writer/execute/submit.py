@@ -32,7 +32,7 @@ from ..expdir import (
     EVAL_SCRIPT_FILE, FORCE_ENV, LOG_DIR, SCRIPT_FILE, SLURM_LOG_PATTERN, ArrayChunk, JobRecord, RunEntry,
     RunMapping, SlurmState, State, append_job, compress_ranges, jobs_lock, load_mapping, plan_arrays, script_groups,
 )
-from . import evaluation, tracking, walltime
+from . import evaluation, feed, tracking, walltime
 from .selection import check_all_runnable, select_runs
 from .slurm_state import RESUBMIT_STATES, RunState, run_states
 
@@ -203,6 +203,10 @@ def submit(exp_dir: str | Path, runs: str | None = None, *, failed: bool = False
     for group in ([] if eval_only else groups) + eval_groups:
         if not (exp / group.script).is_file():
             raise ExperimentDirError(f"{exp / group.script} is missing; generate the experiment again to write it")
+    if not (runs or failed or eval_only or force):
+        resumed = feed.resume(exp, mapping, dry_run=dry_run, echo=echo)  # the runs queued under slurm.max_submit
+        if resumed is not None:
+            return resumed
     # Under the lock, two submits neither lose each other's job ids nor both submit the same runs.
     with contextlib.nullcontext() if dry_run else jobs_lock(exp):
         states = run_states(exp, mapping)
@@ -212,6 +216,7 @@ def submit(exp_dir: str | Path, runs: str | None = None, *, failed: bool = False
                  else "no evaluations to submit" if eval_only else "no runs selected: nothing to submit")
             return []
         _refuse_unsubmittable(exp, train, evaluate, states)
+        feed.refuse_queued(exp, train, evaluate)
         _check_eval_configs(exp, [*(r for r in train if r.evaluations), *evaluate])
         limits = walltime.plan_limits(exp, mapping, train, evidence=evidence, override=time)
         sbatch = shutil.which("sbatch")
@@ -232,7 +237,11 @@ def submit(exp_dir: str | Path, runs: str | None = None, *, failed: bool = False
             echo(line)
         if not dry_run:
             (exp / LOG_DIR).mkdir(exist_ok=True)  # SLURM does not create the directory of --output
-        return _submit_plan(exp, mapping, plan, sbatch or "sbatch", dry_run=dry_run, echo=echo)
+        capped = feed.submit_capped(exp, mapping, train, evaluate, force=force, times=limits.limits,
+                                    dry_run=dry_run, echo=echo, note=note)
+        if capped is None:  # no submit limit (slurm.max_submit, sacctmgr), or all of it fits under the limit now
+            return _submit_plan(exp, mapping, plan, sbatch or "sbatch", dry_run=dry_run, echo=echo)
+    return feed.settle(exp, capped, echo=echo)  # outside the lock: it may wait for room (feed.py)
 
 
 def _select(mapping: RunMapping, states: list[RunState], runs: str | None, *, failed: bool, eval_only: bool,
@@ -356,7 +365,7 @@ def _max_concurrent(mapping: RunMapping, kind: str) -> int | None:
 
 
 def _submit_plan(exp: Path, mapping: RunMapping, plan: list[PlannedArray], sbatch: str, *,
-                 dry_run: bool, echo: Callable[[str], None]) -> list[SubmittedArray]:
+                 dry_run: bool, echo: Callable[[str], None], env: dict[str, str] | None = None) -> list[SubmittedArray]:
     done: list[SubmittedArray] = []
     last: dict[str, str] = {}  # kind -> job id of the latest array of that kind
     numbers = {n: sum(1 for p in plan[:n + 1] if p.kind == TRAIN) for n, p in enumerate(plan) if p.kind == TRAIN}
@@ -373,7 +382,7 @@ def _submit_plan(exp: Path, mapping: RunMapping, plan: list[PlannedArray], sbatc
             last[item.kind] = "<job id of the previous " + ("evaluation array>" if item.kind == EVAL else "array>")
             done.append(SubmittedArray(cmd, item.chunk, array, kind=item.kind, after=training))
             continue
-        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=exp, timeout=120)
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=exp, timeout=120, env=env)
         if proc.returncode != 0:
             what = "evaluation array" if item.kind == EVAL else "array"
             hint = ""
