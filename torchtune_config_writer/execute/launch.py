@@ -70,7 +70,7 @@ class MultiNode:
 
 
 def rdzv_port(job_id: str | int) -> int:
-    """The rendezvous port of a job: fixed by its id, so every node computes the same one.
+    """The rendezvous port of a job, from its id: jobs running at once (consecutive ids) get different ones.
 
     >>> rdzv_port(4242), rdzv_port(14242), rdzv_port(4243)
     (24242, 24242, 24243)
