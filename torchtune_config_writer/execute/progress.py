@@ -358,7 +358,7 @@ def _watch_live(exp_dir: str | Path, snapshot: Callable[[], tuple[list, dict[str
     from rich.console import Console
     from rich.live import Live
 
-    console = Console(file=out)
+    console = Console(file=out, force_terminal=True)  # the caller decided it is a terminal
     states, progress, table = snapshot()
     with Live(_view(exp_dir, states, progress, interval, console.size.height), console=console,
               auto_refresh=False, transient=True) as live:
