@@ -114,7 +114,8 @@ def test_script_has_the_requested_sbatch_lines() -> None:
     assert lines == ["#SBATCH --job-name=demo", "#SBATCH --array=0-4%3", "#SBATCH --output=logs/%A_%a.out",
                       "#SBATCH --nodes=1", "#SBATCH --partition=gpu", "#SBATCH --account=proj", "#SBATCH --qos=high",
                       "#SBATCH --time=1:00:00", "#SBATCH --cpus-per-task=8", "#SBATCH --mem=64G",
-                      "#SBATCH --constraint=a100", "#SBATCH --gres=gpu:2", "#SBATCH --exclusive"]
+                      "#SBATCH --constraint=a100", "#SBATCH --signal=B:USR1@300", "#SBATCH --requeue",
+                      "#SBATCH --open-mode=append", "#SBATCH --gres=gpu:2", "#SBATCH --exclusive"]
     # submit's settings are recorded in run_mapping.yaml, not in a comment of the script
     plan = mapping_of(5, settings).slurm
     assert (plan.max_array_size, plan.max_concurrent, len(plan_arrays(range(5), plan.max_array_size))) == (1001, 3, 1)

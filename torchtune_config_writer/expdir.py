@@ -693,6 +693,9 @@ class StatusRecord:
     """The saved epoch this attempt resumed from (``resume_from_checkpoint``); None: it started afresh."""
     note: str | None = None
     """One line for ``status``: why it was requeued, why it could not resume, ..."""
+    first_started: str | None = None
+    """When this attempt first started, before any requeue (``started`` is its latest start); None when it
+    never restarted. A saved epoch older than this belongs to an earlier training and is never resumed from."""
 
     @property
     def slurm_task(self) -> tuple[str, int] | None:

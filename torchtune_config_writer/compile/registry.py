@@ -68,6 +68,12 @@ def recipe_info(name: str) -> RecipeInfo | None:
     return next((r for r in recipes() if r.name == name), None)
 
 
+def recipe_file(name: str) -> Path | None:
+    """The source file of registry recipe ``name`` (None when it is not in the registry)."""
+    entry = next((r for r in _registry() if r.name == name), None)
+    return None if entry is None else _torchtune_root().parent / "recipes" / entry.file_path
+
+
 def builtin_configs() -> dict[str, BuiltinConfig]:
     """Every shipped config by name. A name used by several recipes maps to its first recipe."""
     out: dict[str, BuiltinConfig] = {}

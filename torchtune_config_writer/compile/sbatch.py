@@ -218,6 +218,9 @@ def plan_resources(settings: SlurmSettings, runs: list[tuple[str, object, SlurmS
             and all(r["gpus_per_run"] == 0 for r in per_run):
         note = ("slurm.gpus_per_run: 0, because every run's device is cpu "
                 "(set slurm.gpus_per_run to ask for GPUs anyway)")
+    if plan.requeue:  # a warning too close to a time limit is moved earlier (Appendix J.4): say so
+        shorter = {warning_lead(t, plan.signal_seconds)[1] for t in {r["time"] for r in per_run} | {plan.time}}
+        note = "; ".join(filter(None, [note, *sorted(shorter - {""})]))
     return plan, [{k: v for k, v in r.items() if v != base[k]} for r in per_run], note, first
 
 
@@ -251,7 +254,55 @@ def _expression_keys(runs: list[tuple[str, object, SlurmSettings | None]]) -> se
     return {k for _, _, own in runs if own is not None for k in own.model_fields_set}
 
 
-def _sbatch_lines(plan: SlurmPlan, settings: SlurmSettings) -> list[str]:
+def time_limit_seconds(text: object) -> int | None:
+    """A ``--time`` value (``MM``, ``MM:SS``, ``HH:MM:SS``, ``D-HH``, ``D-HH:MM``, ``D-HH:MM:SS``) in seconds;
+    None for no limit (None, ``0``), ``auto`` or what SLURM would not read.
+
+    >>> time_limit_seconds("90"), time_limit_seconds("1:30:00"), time_limit_seconds("1-2"), time_limit_seconds("auto")
+    (5400, 5400, 93600, None)
+    """
+    m = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", str(text or "").strip())
+    if not m:
+        return None
+    days, a, b, c = (int(x) if x is not None else None for x in m.groups())
+    if days is not None:  # D-HH[:MM[:SS]]
+        seconds = ((days * 24 + a) * 60 + (b or 0)) * 60 + (c or 0)
+    elif c is not None:  # HH:MM:SS
+        seconds = (a * 60 + b) * 60 + c
+    else:  # MM[:SS]
+        seconds = a * 60 + (b or 0)
+    return seconds or None
+
+
+def warning_lead(time: object, signal_seconds: int) -> tuple[int, str]:
+    """Seconds before the time limit ``time`` that the warning signal comes, and a note when that is less
+    than ``slurm.signal_seconds``: a warning more than half the limit before it would requeue a run
+    before it got anywhere, so it comes at half the limit instead. ``auto``: as asked (submit adds the
+    lead to each estimated limit, Appendix J.5).
+
+    >>> warning_lead("4:00:00", 300)
+    (300, '')
+    >>> warning_lead("5", 300)[0]
+    150
+    """
+    limit = time_limit_seconds(time)
+    if limit is None or signal_seconds <= limit // 2:
+        return signal_seconds, ""
+    lead = max(1, limit // 2)
+    return lead, (f"slurm.signal_seconds: the warning comes {lead} s (not {signal_seconds} s) before the time limit "
+                  f"{time}, half of it, so that a run gets somewhere before it is requeued")
+
+
+def _requeue_lines(plan: SlurmPlan) -> list[str]:
+    """With a time limit and ``slurm.requeue``: a warning (SIGUSR1 to the job script, which execs the runner)
+    ``signal_seconds`` before the limit, a task SLURM may requeue, and a log that a requeued task appends to
+    (SLURM truncates ``logs/%A_%a.out`` on a requeue otherwise). Appendix J.4."""
+    if not plan.requeue or (plan.time is None or (not plan.time_auto and time_limit_seconds(plan.time) is None)):
+        return []
+    return [f"--signal=B:USR1@{warning_lead(plan.time, plan.signal_seconds)[0]}", "--requeue", "--open-mode=append"]
+
+
+def _sbatch_lines(plan: SlurmPlan, settings: SlurmSettings, *, requeue: bool = True) -> list[str]:
     lines = []
     for key, opt in (("partition", "--partition"), ("account", "--account"), ("qos", "--qos"),
                      ("time", "--time"), ("cpus_per_task", "--cpus-per-task"), ("mem", "--mem"),
@@ -261,6 +312,8 @@ def _sbatch_lines(plan: SlurmPlan, settings: SlurmSettings) -> list[str]:
             continue  # submit gives each array its estimated limit on the command line (Appendix J.5)
         if value is not None:
             lines.append(f"{opt}={sbatch_value(value, f'slurm.{key}')}")
+    if requeue:  # training tasks only: an evaluation has no epoch to resume from
+        lines += _requeue_lines(plan)
     if plan.nodes > 1:
         lines.append("--ntasks-per-node=1")  # one torchrun agent per node; --gres below is per node (J.7)
     if plan.gpus_per_run > 0:
@@ -343,7 +396,7 @@ def _render(template: str, mapping: RunMapping, settings: SlurmSettings | None, 
         log_dir=LOG_DIR,
         mapping_file=MAPPING_FILE,
         nodes=plan.nodes,
-        sbatch_lines=_sbatch_lines(plan, settings),
+        sbatch_lines=_sbatch_lines(plan, settings, requeue=template == "submit.sbatch.j2"),
         setup=setup,
         setup_origin=setup_origin,
         stagger_ms=int(round(settings.stagger_seconds * 1000)),

@@ -27,6 +27,7 @@ from ..expdir import (
     EvaluationPlan, GitInfo, MetricLog, OomRetryPlan, RunEntry, RunMapping, SlurmPlan, Validation, config_file, format_parameters,
     recorded_run_ids, write_mapping,
 )
+from .resumable import recipe_resumes
 from .sbatch import write_submit_scripts
 from .yamlio import dump
 
@@ -150,6 +151,7 @@ def _write_files(result: GenerationResult, root: Path) -> None:
         tracking=result.tracking,
         git=git_info(exp.source_path.parent if exp.source_path else None),
         oom_retry=None if exp.oom_retry is None else OomRetryPlan(max_attempts=exp.oom_retry.max_attempts),
+        resumable=recipe_resumes(result.recipe),  # a requeued task resumes only then (Appendix J.4)
     )
     write_mapping(root, mapping)
     (root / REPORT_FILE).write_text(validation_report(result))
