@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
+from ..errors import SlurmError
 from ..expdir import (
     JobRecord, RunEntry, RunMapping, SlurmState, State, StatusRecord, format_parameters, load_mapping, read_all,
     read_all_evaluations, read_jobs,
@@ -321,23 +322,24 @@ def merge_eval(run: RunEntry, rec: StatusRecord, sub: Submission | None, task: T
 
 
 def run_states(exp_dir: str | Path, mapping: RunMapping | None = None, *, use_slurm: bool = True,
-               live: dict[tuple[str, int], TaskState] | None = None) -> list[RunState]:
+               live: dict[tuple[str, int], TaskState] | None = None, strict: bool = False) -> list[RunState]:
     """Every run's state, in index order: its status record, overridden by SLURM for submitted runs.
 
     SLURM wins when the run's latest array task is queued or running (PENDING,
     RUNNING), or when it ended without writing a final record (cancelled while
     pending, TIMEOUT, NODE_FAIL: the record is missing, older, or still says
     running). ``live`` is squeue's answer when the caller already has it;
-    without squeue (or with ``use_slurm=False``) the records alone count.
+    without squeue (or with ``use_slurm=False``) the records alone count. ``strict`` (``submit``): raise
+    ``SlurmError`` instead when runs were submitted and squeue cannot say whether they are still queued.
 
     >>> [(s.run_id, s.state) for s in run_states("outputs/demo")]     # doctest: +SKIP
     [('run_000', <State.COMPLETED: 'completed'>), ('run_001', <SlurmState.RUNNING: 'RUNNING'>)]
     """
-    return status_of(exp_dir, mapping, use_slurm=use_slurm, live=live)[0]
+    return status_of(exp_dir, mapping, use_slurm=use_slurm, live=live, strict=strict)[0]
 
 
 def status_of(exp_dir: str | Path, mapping: RunMapping | None = None, *, use_slurm: bool = True,
-              live: dict[tuple[str, int], TaskState] | None = None) -> tuple[list[RunState], str]:
+              live: dict[tuple[str, int], TaskState] | None = None, strict: bool = False) -> tuple[list[RunState], str]:
     """``run_states``, and a note saying why SLURM's view is missing when squeue could not be asked, and how
     many runs wait to be submitted under slurm.max_submit (``feed.status_note``) ("" else).
 
@@ -355,6 +357,9 @@ def status_of(exp_dir: str | Path, mapping: RunMapping | None = None, *, use_slu
         live = query_tasks({s.job_id for s in [*subs.values(), *eval_subs.values()]})
         if live is None:
             why = "squeue is not on PATH" if shutil.which("squeue") is None else "squeue failed"
+            if strict:  # a submitted run whose task may still be queued would be submitted a second time
+                raise SlurmError(f"{why}, so whether the runs submitted earlier (slurm_jobs.yaml) are still queued "
+                                 "or running is unknown, and nothing was submitted; try again when squeue answers")
             note = f"({why}: states of submitted runs are from their status records only)"
         else:  # tasks that ended without recording it (squeue forgot them: sacct) get their end recorded
             from .sacct import settle

@@ -18,6 +18,7 @@ and runs only the SLURM client tools; a dry run needs no cluster at all.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import shlex
 import shutil
@@ -32,11 +33,14 @@ from ..expdir import (
     EVAL_SCRIPT_FILE, FORCE_ENV, LOG_DIR, SCRIPT_FILE, SLURM_LOG_PATTERN, ArrayChunk, JobRecord, RunEntry,
     RunMapping, SlurmState, State, append_job, compress_ranges, jobs_lock, load_mapping, plan_arrays, script_groups,
 )
-from . import evaluation, feed, tracking, walltime
+from . import evaluation, feed, oom, tracking, walltime
 from .selection import check_all_runnable, select_runs
 from .slurm_state import RESUBMIT_STATES, RunState, run_states
 
 TRAIN, EVAL = "train", "eval"
+#: Seconds one sbatch call may take. sbatch retries by itself while the controller is busy or its job
+#: table is full (MaxJobCount, every array task counted), which can last for ever.
+SBATCH_TIMEOUT = 120
 
 
 @dataclass(frozen=True)
@@ -139,16 +143,20 @@ def check_log_dir(exp: Path) -> None:
         raise SlurmError(f"the experiment directory {text!r} contains a control character; sbatch cannot take it")
 
 
-def _refuse_unsubmittable(exp: Path, train: list[RunEntry], evaluate: list[RunEntry], states: list[RunState]) -> None:
+def _refuse_unsubmittable(exp: Path, train: list[RunEntry], evaluate: list[RunEntry], states: list[RunState],
+                          retry: bool = False) -> None:
     """Raise, naming every offender, unless all selected runs are runnable and none is queued or running
-    (neither the training of ``train`` nor the evaluation of any run to be evaluated)."""
+    (neither the training of ``train`` nor the evaluation of any run to be evaluated). With ``retry`` (a
+    task resubmitting its own failed run) the evaluations of ``train`` are not counted: each waits for the
+    failed training task, so SLURM cancels it."""
     check_all_runnable(exp, [*train, *evaluate], "so nothing was submitted")
     training = {r.index for r in train}
     evaluations = {r.index for r in evaluate} | {r.index for r in train if r.evaluations}
     busy = [f"{s.run_id} ({s.state}{', job ' + s.job if s.job else ''})" for s in states if s.index in training
             and (s.state == State.RUNNING or (isinstance(s.state, SlurmState) and s.state.active))]
     busy += [f"the evaluation of {s.run_id} ({s.evaluation.state}{', job ' + s.evaluation.job if s.evaluation.job else ''})"
-             for s in states if s.index in evaluations and s.evaluation is not None and s.evaluation.active]
+             for s in states if s.index in evaluations and s.evaluation is not None and s.evaluation.active
+             and not (retry and s.index in training)]
     if busy:
         raise SlurmError(
             "already queued or running, so nothing was submitted: " + ", ".join(busy)
@@ -170,7 +178,7 @@ def _check_eval_configs(exp: Path, runs: Iterable[RunEntry]) -> None:
 def submit(exp_dir: str | Path, runs: str | None = None, *, failed: bool = False, eval_only: bool = False,
            dry_run: bool = False, force: bool = False, echo: Callable[[str], None] = print,
            note: Callable[[str], None] = lambda line: None, time: str | None = None,
-           evidence: Iterable[str | Path] = ()) -> list[SubmittedArray]:
+           evidence: Iterable[str | Path] = (), retry_oom: bool = False, retry: bool = False) -> list[SubmittedArray]:
     """Submit the selected runs of an experiment directory as job array(s) of its ``submit.sbatch``
     (and ``submit_1.sbatch``... for runs that ask for other resources: one array per script at least),
     each followed by an evaluation array of ``eval.sbatch`` when its runs are evaluated.
@@ -189,6 +197,9 @@ def submit(exp_dir: str | Path, runs: str | None = None, *, failed: bool = False
     what a dry run assumed instead of asking the cluster. ``time`` is the training tasks' ``--time`` for this
     submission; with ``slurm.time: auto`` (and no ``time``) each run's limit is estimated from completed runs
     found in this experiment, its sibling directories and ``evidence`` (``walltime.plan_limits``).
+    ``retry_oom``: only the selected runs whose latest attempt ran out of memory, each with its next
+    attempt written first (``oom.prepare_retries``; with ``failed``, the other failed runs too). ``retry``:
+    a task resubmitting its own failed run (its evaluation task, which SLURM cancels, is not in the way).
 
     >>> [(a.kind, a.job_id) for a in submit("outputs/demo", failed=True)]      # doctest: +SKIP
     [('train', '57'), ('eval', '58'), ('eval', '59')]
@@ -203,19 +214,23 @@ def submit(exp_dir: str | Path, runs: str | None = None, *, failed: bool = False
     for group in ([] if eval_only else groups) + eval_groups:
         if not (exp / group.script).is_file():
             raise ExperimentDirError(f"{exp / group.script} is missing; generate the experiment again to write it")
-    if not (runs or failed or eval_only or force):
+    if not (runs or failed or eval_only or force or retry_oom or retry):
         resumed = feed.resume(exp, mapping, dry_run=dry_run, echo=echo)  # the runs queued under slurm.max_submit
         if resumed is not None:
             return resumed
     # Under the lock, two submits neither lose each other's job ids nor both submit the same runs.
     with contextlib.nullcontext() if dry_run else jobs_lock(exp):
-        states = run_states(exp, mapping)
+        states = run_states(exp, mapping, strict=not dry_run)  # squeue down: refuse rather than submit twice
+        if retry_oom:  # each run whose latest attempt ran out of memory gets its next attempt (oom.py)
+            runs, mapping = oom.prepare_retries(exp, mapping, states, runs, failed=failed, dry_run=dry_run, echo=echo)
+            if runs is None:
+                return []
         train, evaluate = _select(mapping, states, runs, failed=failed, eval_only=eval_only, force=force, echo=echo)
         if not train and not evaluate:
             echo("no failed or cancelled runs or evaluations: nothing to submit" if failed
                  else "no evaluations to submit" if eval_only else "no runs selected: nothing to submit")
             return []
-        _refuse_unsubmittable(exp, train, evaluate, states)
+        _refuse_unsubmittable(exp, train, evaluate, states, retry=retry)
         feed.refuse_queued(exp, train, evaluate)
         _check_eval_configs(exp, [*(r for r in train if r.evaluations), *evaluate])
         limits = walltime.plan_limits(exp, mapping, train, evidence=evidence, override=time)
@@ -240,7 +255,9 @@ def submit(exp_dir: str | Path, runs: str | None = None, *, failed: bool = False
         capped = feed.submit_capped(exp, mapping, train, evaluate, force=force, times=limits.limits,
                                     dry_run=dry_run, echo=echo, note=note)
         if capped is None:  # no submit limit (slurm.max_submit, sacctmgr), or all of it fits under the limit now
-            return _submit_plan(exp, mapping, plan, sbatch or "sbatch", dry_run=dry_run, echo=echo)
+            # a task resubmitting its run (retry): sbatch without that task's own SLURM_* variables
+            env = feed.task_env(os.environ) if retry else None
+            return _submit_plan(exp, mapping, plan, sbatch or "sbatch", dry_run=dry_run, echo=echo, env=env)
     return feed.settle(exp, capped, echo=echo)  # outside the lock: it may wait for room (feed.py)
 
 
@@ -382,7 +399,10 @@ def _submit_plan(exp: Path, mapping: RunMapping, plan: list[PlannedArray], sbatc
             last[item.kind] = "<job id of the previous " + ("evaluation array>" if item.kind == EVAL else "array>")
             done.append(SubmittedArray(cmd, item.chunk, array, kind=item.kind, after=training))
             continue
-        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=exp, timeout=120, env=env)
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, cwd=exp, timeout=SBATCH_TIMEOUT, env=env)
+        except subprocess.TimeoutExpired as e:
+            raise SlurmError(_sbatch_timeout(item, n, len(plan), e, done)) from None
         if proc.returncode != 0:
             what = "evaluation array" if item.kind == EVAL else "array"
             hint = ""
@@ -402,6 +422,20 @@ def _submit_plan(exp: Path, mapping: RunMapping, plan: list[PlannedArray], sbatc
         last[item.kind] = str(item_done.job_id)
         done.append(item_done)
     return done
+
+
+def _sbatch_timeout(item: PlannedArray, n: int, total: int, e: subprocess.TimeoutExpired,
+                    done: list[SubmittedArray]) -> str:
+    """The message for an sbatch that did not answer: what it last said, what may have been submitted, what to do."""
+    said = e.stderr.decode(errors="replace") if isinstance(e.stderr, bytes) else (e.stderr or "")
+    said = said.strip().splitlines()[-1] if said.strip() else "nothing"
+    return (f"sbatch did not answer within {SBATCH_TIMEOUT} s for array {n + 1} of {total} (runs "
+            f"{compress_ranges(item.chunk.indices)}); it said: {said}. 'temporarily unable to accept job' means the "
+            "controller is overloaded or its job table is full (MaxJobCount counts every queued array task: "
+            "ask your administrators, or submit fewer runs at once with --runs or slurm.max_submit)"
+            + (f"; arrays already submitted and recorded: {', '.join(str(d.job_id) for d in done)}" if done else "")
+            + ". If `squeue --me` shows an array of this experiment that slurm_jobs.yaml does not list, scancel it "
+            "before submitting again")
 
 
 def _submitted_line(mapping: RunMapping, item: PlannedArray, done: SubmittedArray) -> str:
