@@ -63,8 +63,12 @@ def run_cmd(experiment_dir: Path, runs: str | None, parallel: int, rerun_failed:
 @click.option("--evidence", multiple=True, metavar="DIR", type=click.Path(file_okay=False),
               help="With slurm.time: auto, also measure throughput on the completed runs of this experiment "
                    "directory (repeatable; sibling directories are always searched).")
+@click.option("--retry-oom", is_flag=True,
+              help="Submit the selected runs whose latest attempt ran out of memory, each as its next attempt: "
+                   "half the batch size, twice the gradient accumulation (at most oom_retry.max_attempts "
+                   "attempts, 3 without it); with --failed, the other failed runs as they are too.")
 def submit_cmd(experiment_dir: str, runs: str | None, failed: bool, eval_only: bool, dry_run: bool,
-               force: bool, time_limit: str | None, evidence: tuple[str, ...]) -> None:
+               force: bool, time_limit: str | None, evidence: tuple[str, ...], retry_oom: bool) -> None:
     """Submit the runs of EXPERIMENT_DIR as a SLURM job array (submit.sbatch).
 
     When the runs are evaluated, each training array gets an evaluation array
@@ -75,8 +79,11 @@ def submit_cmd(experiment_dir: str, runs: str | None, failed: bool, eval_only: b
     """
     from ..execute.submit import submit
 
+    if retry_oom and eval_only:
+        raise click.UsageError("--retry-oom trains runs again and --eval-only trains nothing; use one of them")
     arrays = submit(experiment_dir, runs, failed=failed, eval_only=eval_only, dry_run=dry_run, force=force,
-                    echo=click.echo, note=lambda line: click.echo(line, err=True), time=time_limit, evidence=evidence)
+                    echo=click.echo, note=lambda line: click.echo(line, err=True), time=time_limit, evidence=evidence,
+                    retry_oom=retry_oom)
     if arrays and not dry_run:
         click.echo(f"follow them with: torchtune-config-writer status {experiment_dir}")
 
@@ -153,7 +160,12 @@ def task_cmd(experiment_dir: str, index: int, evaluation: bool) -> None:
             sys.exit(run_eval_one(experiment_dir, index, force=force))
         from ..execute.runner import run_one
 
-        sys.exit(run_one(experiment_dir, index, force=force))
+        code = run_one(experiment_dir, index, force=force)
+        if code != 0:  # out of memory, with oom_retry: write the next attempt and submit the run again
+            from ..execute.oom import after_task
+
+            after_task(experiment_dir, index, code, echo=click.echo)
+        sys.exit(code)
     finally:
         # Last, even when the run failed or was refused: under slurm.max_submit the ending task submits
         # the next queued tasks (a no-op without a queue; never raises, so the exit code above stands).

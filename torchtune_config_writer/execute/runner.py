@@ -42,7 +42,7 @@ from ..expdir import (
     LOG_DIR, RunEntry, RunMapping, State, StatusRecord, format_parameters, load_mapping,
     local_eval_log_file, local_log_file, read_all, read_status, slurm_log_file, write_status,
 )
-from . import evaluation, launch, tracking
+from . import evaluation, launch, oom, tracking
 from .metadata import record_metadata
 from .selection import check_all_runnable, check_runnable, find_run, select_runs
 
@@ -187,14 +187,17 @@ def _start(exp_dir: Path, mapping: RunMapping, run: RunEntry, *, capture: bool,
     rid = run.run_id
     job, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
     if capture:
-        log_rel = local_eval_log_file(rid) if evaluation_of else local_log_file(rid)
+        # a retry's attempt (out of memory) writes its own log: the failed attempt's stays readable
+        log_rel = local_eval_log_file(rid) if evaluation_of else (
+            local_log_file(rid) if run.attempt == 1 else oom.attempt_log_file(rid, run.attempt))
     elif job:
         log_rel = slurm_log_file(job, task or "")
     else:
         log_rel = None  # output goes to our own stdout, wherever that is
     record = StatusRecord(rid, State.RUNNING, started=_now(), host=socket.gethostname(),
                           slurm_job_id=os.environ.get("SLURM_JOB_ID"), slurm_array_job_id=job,
-                          slurm_array_task_id=task, log=log_rel)
+                          slurm_array_task_id=task, log=log_rel,
+                          attempt=run.attempt if run.attempts and not evaluation_of else None)
     if evaluation_of:
         report = evaluation.report_path(exp_dir, run)
         report.unlink(missing_ok=True)  # a report of an earlier attempt must not speak for this one
@@ -374,6 +377,8 @@ class RunSummary:
     """Runs whose evaluation completed."""
     eval_failed: list[str] = field(default_factory=list)
     """Runs whose evaluation failed or was cancelled."""
+    retried: list[str] = field(default_factory=list)
+    """Runs (once per retry) whose attempt ran out of memory and whose next attempt was started."""
     interrupted_by: int | None = None
 
     @property
@@ -490,13 +495,23 @@ def run_experiment(exp_dir: str | Path, runs: str | Iterable[int] | None = None,
                         + (f"({len(run.evaluations)} evaluation(s))" if is_eval
                            else format_parameters(run.parameters, sep=' ')))
                 for child in [c for c in active if c.proc.poll() is not None]:
+                    retry_lines: list[str] = []
                     with signals.held():
                         state = child.finish()
                         active.remove(child)
-                        _count(summary, child, state)
+                        # out of memory, with oom_retry: the run's next attempt starts next (oom.py)
+                        again = oom.retry_locally(exp, mapping, child.run, child.record, retry_lines.append) \
+                            if not child.evaluation and state == State.FAILED else None
+                        if again is None:
+                            _count(summary, child, state)
+                        else:
+                            summary.retried.append(child.run_id)
+                            queue.insert(0, (again, False))
                         if not child.evaluation and state == State.COMPLETED and child.run.evaluations:
                             queue.insert(0, (child.run, True))
                     say(_progress(exp, summary, child, len(todo)))
+                    for line in retry_lines:
+                        say(line)
                 time.sleep(_POLL_S)
         except BaseException as e:
             # Whatever stopped the loop, no child outlives it and no run stays `running`.
@@ -567,6 +582,8 @@ def _summary_line(s: RunSummary, eval_only: bool = False) -> str:
     parts = [] if eval_only else [f"{len(s.completed)} completed", f"{len(s.failed)} failed"]
     if s.evaluated or s.eval_failed:
         parts.append(f"{len(s.evaluated)} evaluated" + (f", {len(s.eval_failed)} evaluation(s) failed" if s.eval_failed else ""))
+    if s.retried:
+        parts.append(f"{len(s.retried)} retried after running out of memory")
     if s.cancelled:
         parts.append(f"{len(s.cancelled)} cancelled")
     if s.not_started:
