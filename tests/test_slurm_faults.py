@@ -196,6 +196,33 @@ def test_settle_writes_records_from_squeue_and_keeps_what_tasks_wrote(make_exper
     assert sacct.settle(exp, mapping, live, on_disk, subs, {}, {}).written == ()
 
 
+def test_settle_records_evaluations_in_their_own_records(make_experiment_dir) -> None:
+    exp = make_experiment_dir([{"optimizer.lr": v} for v in (1e-3, 2e-3)])
+    expdir.append_job(exp, JobRecord("41", SUBMITTED, "0-1", 0, (0, 1), "sbatch submit.sbatch"))
+    expdir.append_job(exp, JobRecord("42", SUBMITTED, "0-1", 0, (0, 1), "sbatch eval.sbatch", kind="eval"))
+    base = {"started": SUBMITTED, "slurm_array_job_id": "41"}
+    write_status(exp, StatusRecord("run_000", State.COMPLETED, exit_code=0, **base, slurm_array_task_id="0"))
+    write_status(exp, StatusRecord("run_001", State.FAILED, exit_code=1, **base, slurm_array_task_id="1"))
+    evals = {"heldout_epoch0": {"state": "running"}}
+    write_status(exp, StatusRecord("run_000", State.RUNNING, started=SUBMITTED, slurm_array_job_id="42",
+                                   slurm_array_task_id="0", evaluations=evals), evaluation=True)
+    live = {("41", 0): TaskState("41", 0, SlurmState.COMPLETED, 0, 5, "None"),
+            ("41", 1): TaskState("41", 1, SlurmState.FAILED, 1, 5, "NonZeroExitCode"),
+            ("42", 0): TaskState("42", 0, SlurmState.OUT_OF_MEMORY, 0, 5, "OutOfMemory"),
+            ("42", 1): TaskState("42", 1, SlurmState.CANCELLED, 0, 0, slurm_state.DEPENDENCY_NEVER_SATISFIED)}
+    mapping = expdir.load_mapping(exp)
+    records = expdir.read_all(exp, mapping)
+    eval_records = {r.run_id: expdir.read_status(exp, r.run_id, evaluation=True) for r in mapping.runs}
+    subs = slurm_state.submissions(exp, mapping, records)
+    eval_subs = slurm_state.submissions(exp, mapping, eval_records, kind="eval")
+    settled = sacct.settle(exp, mapping, live, records, subs, eval_records, eval_subs)
+    assert settled.written == ("run_000 (evaluation)",)  # run_001's evaluation is skipped, not cancelled
+    rec = expdir.read_status(exp, "run_000", evaluation=True)
+    assert (rec.state, rec.slurm_state, rec.evaluations) == (State.FAILED, "OUT_OF_MEMORY", evals)
+    assert expdir.read_status(exp, "run_000").state == State.COMPLETED  # the training record is not touched
+    assert not expdir.eval_status_path(exp, "run_001").exists()
+
+
 # ----------------------------------------------------------------------------- real SLURM
 
 
