@@ -994,8 +994,7 @@ def read_feed(exp_dir: str | Path) -> FeedQueue | None:
         raise ExperimentDirError(f"{path}: unreadable ({e.strerror or e}); make it readable") from None
     try:
         data = yaml.load(text, Loader=_Loader)
-        return FeedQueue(int(data["max_submit"]), str(data.get("source") or ""),
-                         tuple(_build(QueuedTask, t) for t in data.get("items") or ()),
+        return FeedQueue(int(data["max_submit"]), str(data.get("source") or ""), _queued_tasks(data.get("items")),
                          {str(k): _build(QueuedTask, t) for k, t in (data.get("awaiting") or {}).items()},
                          {str(k): str(v) for k, v in (data.get("fed") or {}).items()})
     except Exception as e:  # edited by hand, or cut short by a full disk
@@ -1005,9 +1004,37 @@ def read_feed(exp_dir: str | Path) -> FeedQueue | None:
             "(`submit` skips completed runs)") from None
 
 
+def _queued_tasks(groups: Any) -> tuple[QueuedTask, ...]:
+    """The queue's ``items``: groups of tasks alike (``{indices: "3-9999", kind: train, ...}``), front first."""
+    out: list[QueuedTask] = []
+    for g in groups or ():
+        fields = {k: v for k, v in g.items() if k != "indices"}
+        indices = g["indices"]
+        out.extend(QueuedTask(i, **fields) for i in (expand_ranges(indices) if isinstance(indices, str) else [indices]))
+    return tuple(out)
+
+
+def _task_groups(items: Iterable[QueuedTask]) -> list[dict[str, Any]]:
+    """Consecutive tasks alike with rising indices as one group: 10,000 queued runs are one line, not 10,000
+    (every feed step reads and writes the file under the submission lock)."""
+    groups: list[tuple[dict[str, Any], list[int]]] = []
+    for item in items:
+        fields = {k: v for k, v in _plain(item).items() if k != "index"}
+        if groups and groups[-1][0] == fields and item.index > groups[-1][1][-1]:
+            groups[-1][1].append(item.index)
+        else:
+            groups.append((fields, [item.index]))
+    return [{"indices": compress_ranges(ids), **fields} for fields, ids in groups]
+
+
 def write_feed(exp_dir: str | Path, queue: FeedQueue) -> None:
-    """Write ``slurm_queue.yaml`` atomically (call it inside ``jobs_lock``)."""
-    text = yaml.dump(_plain(queue), Dumper=_Dumper, sort_keys=False, default_flow_style=None, width=4096)
+    """Write ``slurm_queue.yaml`` atomically (call it inside ``jobs_lock``).
+
+    >>> _task_groups([QueuedTask(0, "eval"), QueuedTask(5), QueuedTask(6), QueuedTask(8), QueuedTask(2)])[1]
+    {'indices': '5-6,8', 'kind': 'train', 'force': False, 'evaluate': False, 'time': None}
+    """
+    data = {**_plain(queue), "items": _task_groups(queue.items)}
+    text = yaml.dump(data, Dumper=_Dumper, sort_keys=False, default_flow_style=None, width=4096)
     atomic_write_text(Path(exp_dir) / FEED_FILE,
                       "# Tasks still to submit under slurm.max_submit, front first; each array task of this\n"
                       "# experiment submits more as it ends (`submit` resumes it). Written under .slurm_jobs.lock.\n"
