@@ -101,7 +101,7 @@ class BarState:
 def bar_state(text: str) -> BarState | None:
     """The last progress-bar state in a run's log (carriage-return separated redraws); None without one.
 
-    >>> bar_state("1|3|Loss: 6.42:   3%|▎         | 3/100 [00:04<01:50,  1.14s/it]\\r1|4|Loss: 6.43:   4%|▍ | 4/100 [00:04<01:48]")
+    >>> bar_state("1|3|Loss: 6.42:   3%|▎ | 3/100 [00:04<01:50]\\r1|4|Loss: 6.43:   4%|▍ | 4/100 [00:04]")
     BarState(epoch=1, step=4, loss=6.43, per_epoch=100)
     """
     found = None

@@ -125,7 +125,7 @@ def sacct_time(text: str) -> str | None:
 def jobcomp_type(config: str) -> str | None:
     """JobCompType from ``scontrol show config`` (``jobcomp/filetxt``...), or None.
 
-    >>> jobcomp_type("JobCompLoc              = /var/log/slurm/jobcomp.txt\\nJobCompType             = jobcomp/filetxt\\n")
+    >>> jobcomp_type("JobCompLoc    = /var/log/slurm/jobcomp.txt\\nJobCompType   = jobcomp/filetxt\\n")
     'jobcomp/filetxt'
     """
     m = re.search(r"^JobCompType\s*=\s*(\S+)", config, re.MULTILINE)
