@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from helpers import run_table
 
 from torchtune_config_writer import expdir
 from torchtune_config_writer.cli import main
@@ -27,8 +28,15 @@ from torchtune_config_writer.compile import sbatch
 from torchtune_config_writer.compile.resumable import reads_resume_key, recipe_resumes
 from torchtune_config_writer.compile.schema import SlurmSettings
 from torchtune_config_writer.execute import requeue, slurm_state
-from torchtune_config_writer.expdir import RunEntry, SlurmState, State, StatusRecord, load_mapping, read_jobs, read_status
-from helpers import run_table
+from torchtune_config_writer.expdir import (
+    RunEntry,
+    SlurmState,
+    State,
+    StatusRecord,
+    load_mapping,
+    read_jobs,
+    read_status,
+)
 
 
 def _lines(text: str) -> list[str]:
@@ -66,7 +74,7 @@ def test_the_evaluation_script_asks_for_no_warning() -> None:
     settings = SlurmSettings(time="1:00:00")
     plan = sbatch.plan_resources(settings, [("run_000", "cpu", None)])[0]
     mapping = run_table(1, plan)
-    entry = expdir.EvalEntry(list(expdir.Evaluator)[0], 0, "evals/run_000/e.yaml", "evals/run_000/e.json")
+    entry = expdir.EvalEntry(next(iter(expdir.Evaluator)), 0, "evals/run_000/e.yaml", "evals/run_000/e.json")
     mapping = dataclasses.replace(mapping, runs=tuple(dataclasses.replace(r, evaluations=(entry,))
                                                       for r in mapping.runs))
     text = sbatch.render_eval_script(mapping, settings)
@@ -246,7 +254,7 @@ class _NoRequeueDelay:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
-    def __enter__(self) -> "_NoRequeueDelay":
+    def __enter__(self) -> _NoRequeueDelay:
         self._thread.start()
         return self
 
@@ -273,6 +281,16 @@ def _wait_for(predicate, timeout: float, what: str) -> None:
         time.sleep(0.2)
 
 
+def _wait_ended(cluster, exps: list[Path], timeout: float) -> None:
+    """Until every run has a final record and no task is active. (squeue alone is not enough: a task
+    being requeued is briefly in none of the active states.)"""
+    def ended() -> bool:
+        ends = (State.COMPLETED, State.FAILED, State.CANCELLED)
+        final = all(read_status(e, "run_000").state in ends for e in exps)
+        return final and not cluster.active_jobs()
+    _wait_for(ended, timeout, "the runs to end")
+
+
 def _task_log(exp: Path, record: StatusRecord) -> str:
     return (exp / record.log).read_text(errors="replace")
 
@@ -296,11 +314,12 @@ def test_a_warned_task_is_requeued_and_resumes_lora_and_full(slurm_cluster, tiny
     with _NoRequeueDelay(slurm_cluster, jobs) as moved:
         for exp, job in zip(exps, jobs):
             out = exp / "runs" / "run_000"
-            _wait_for(lambda: (out / requeue.RECIPE_STATE).is_file(), 300, f"{exp.name}'s first saved epoch")
+            state = out / requeue.RECIPE_STATE
+            _wait_for(state.is_file, 300, f"{exp.name}'s first saved epoch")
             slurm_cluster.run("scancel", "--signal=USR1", "--batch", f"{job}_0")
         _wait_for(lambda: all(read_status(e, "run_000").requeues for e in exps), 120, "the requeues")
         requeued = {e.name: slurm_state.run_states(e)[0] for e in exps}
-        slurm_cluster.wait_idle(600)
+        _wait_ended(slurm_cluster, exps, 600)
     wall = time.monotonic() - t0
     for exp in exps:
         rec = read_status(exp, "run_000")
@@ -343,7 +362,7 @@ def test_a_recipe_that_cannot_resume_starts_again_and_says_so(slurm_cluster, tin
     with _NoRequeueDelay(slurm_cluster, [job]):
         _wait_for(lambda: (out / requeue.RECIPE_STATE).is_file(), 300, "the first saved epoch")
         slurm_cluster.run("scancel", "--signal=USR1", "--batch", f"{job}_0")
-        slurm_cluster.wait_idle(600)
+        _wait_ended(slurm_cluster, [exp], 600)
     rec = read_status(exp, "run_000")
     log = _task_log(exp, rec)
     assert rec.state == State.COMPLETED and rec.requeues == 1 and rec.resumed_from_epoch is None, log[-3000:]
@@ -365,7 +384,7 @@ def test_a_real_time_limit_requeues_and_the_run_resumes(slurm_cluster, tiny_asse
     job = read_jobs(exp)[0].job_id
     t0 = time.monotonic()
     with _NoRequeueDelay(slurm_cluster, [job]):
-        slurm_cluster.wait_idle(900)
+        _wait_ended(slurm_cluster, [exp], 900)
     rec = read_status(exp, "run_000")
     log = _task_log(exp, rec)
     assert rec.state == State.COMPLETED, log[-4000:]

@@ -34,10 +34,10 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Mapping
 
 from ..expdir import RunEntry, RunMapping, State, StatusRecord, write_status
 
@@ -316,7 +316,8 @@ def requeue_task(exp_dir: Path, record: StatusRecord, why: str, exit_code: int,
     write_status(exp_dir, record)  # before scontrol: SLURM kills this process soon after requeueing
     print(f"# {record.note}", flush=True)
     try:
-        proc = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, timeout=60)
+        proc = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, timeout=60,
+                              check=False)
         # Killed by a signal: SLURM, requeueing, is already stopping every process of the job, scontrol too.
         error = "" if proc.returncode <= 0 else (proc.stderr or proc.stdout).strip() or f"exit {proc.returncode}"
     except (OSError, subprocess.TimeoutExpired) as e:

@@ -42,7 +42,7 @@ from ..expdir import (
     LOG_DIR, RunEntry, RunMapping, State, StatusRecord, format_parameters, load_mapping,
     local_eval_log_file, local_log_file, read_all, read_status, slurm_log_file, write_status,
 )
-from . import evaluation, launch, oom, tracking
+from . import evaluation, launch, oom, requeue, tracking
 from .metadata import record_metadata
 from .selection import check_all_runnable, check_runnable, find_run, select_runs
 
@@ -181,9 +181,10 @@ def kill_group(proc: subprocess.Popen, grace_s: float = _KILL_GRACE_S) -> None:
 
 def _start(exp_dir: Path, mapping: RunMapping, run: RunEntry, *, capture: bool,
            nproc_per_node: int | str | None = None, env: dict[str, str] | None = None,
-           evaluation_of: bool = False, force: bool = False) -> _Child:
+           evaluation_of: bool = False, force: bool = False, resume: requeue.Resume | None = None) -> _Child:
     """Record ``running`` and start the run's command (its evaluation's, with ``evaluation_of``) with cwd = the
-    experiment directory. ``force`` (evaluation only): evaluate again what already has a result."""
+    experiment directory. ``force`` (evaluation only): evaluate again what already has a result. ``resume``:
+    a restarted SLURM task's overrides (``resume_from_checkpoint=True``) and record fields (execute/requeue.py)."""
     rid = run.run_id
     job, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
     if capture:
@@ -206,6 +207,9 @@ def _start(exp_dir: Path, mapping: RunMapping, run: RunEntry, *, capture: bool,
         record = dataclasses.replace(record, evaluations=evaluation.evaluation_states(run, {}))
     else:
         cmd = build_command(mapping, run, nproc_per_node)
+        if resume is not None:  # overrides go after --config; the config file itself is unchanged
+            cmd += list(resume.overrides)
+            record = dataclasses.replace(record, **resume.record_fields())
         tracked = tracking.start_run(mapping, run)  # raises, clearly, before anything started
         if tracked is not None:
             env = {**(env if env is not None else os.environ), **tracked.env}
@@ -250,14 +254,15 @@ class _Signals:
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
-    def __init__(self) -> None:
+    def __init__(self, extra: tuple[int, ...] = ()) -> None:
+        self.signals = self.SIGNALS + tuple(extra)  # SIGUSR1 in a SLURM task: its time limit is near
         self._old: dict[int, Any] = {}
         self._holding = False
         self._pending: int | None = None
 
     def __enter__(self) -> "_Signals":
         if threading.current_thread() is threading.main_thread():
-            self._old = {s: signal.signal(s, self._handler) for s in self.SIGNALS}
+            self._old = {s: signal.signal(s, self._handler) for s in self.signals}
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -315,7 +320,8 @@ def run_one(exp_dir: str | Path, index: int | str, *, nproc_per_node: int | str 
             f"{run.run_id} already completed (ended {record.ended}); its checkpoints and logs are kept. "
             "To train it again, use --force (run or submit)."
         )
-    return _run_to_end(exp, mapping, run, capture_output, nproc_per_node=nproc_per_node)
+    resume = requeue.plan_start(mapping, run, record)  # a requeued task resumes from its saved epoch (J.4)
+    return _run_to_end(exp, mapping, run, capture_output, nproc_per_node=nproc_per_node, resume=resume)
 
 
 def run_eval_one(exp_dir: str | Path, index: int | str, *, force: bool = False,
@@ -341,11 +347,28 @@ def _run_to_end(exp: Path, mapping: RunMapping, run: RunEntry, capture_output: b
     """Start one child (a training or an evaluation), wait for it and record it; on a signal stop it and record that."""
     capture = capture_output if capture_output is not None else "SLURM_JOB_ID" not in os.environ
     child = None
-    with _Signals() as signals:
+    warned = not start.get("evaluation_of") and requeue.applies()
+    with _Signals(extra=(signal.SIGUSR1,) if warned else ()) as signals:
         try:
             with signals.held():
                 child = _start(exp, mapping, run, capture=capture, **start)
-            child.proc.wait()
+            while child.proc.poll() is None:
+                try:
+                    child.proc.wait()
+                except _Interrupted as e:
+                    if e.signum != signal.SIGUSR1:
+                        raise
+                    # SLURM's warning before the time limit: requeue the task, or run on into the limit
+                    with signals.held():
+                        go, why = requeue.decide(mapping, run, child.record)
+                        if not go:
+                            child.record = requeue.note_not_requeued(exp, child.record, why)
+                    if go:
+                        signals.hold_from_now()  # requeueing makes SLURM SIGTERM this process
+                        kill_group(child.proc)
+                        child.done = True
+                        requeue.requeue_task(exp, child.record, why, _exit_code(child.proc.wait()))
+                        return 128 + int(signal.SIGUSR1)
             with signals.held():
                 child.finish()
             for warning in child.warnings:
