@@ -136,7 +136,8 @@ def cancel(exp_dir: str | Path, runs: str | None = None, *, wait: float = 15.0,
                          f"{_ids(report.withdrawn) if report.withdrawn else 'none'})")
     chosen = [s for s in states if s.run_id in wanted]
     found, report.local = targets(chosen, lambda rid, ev: read_status(exp, rid, evaluation=ev))
-    report.untouched = sum(1 for s in chosen if not _busy(s) and s.run_id not in report.withdrawn)
+    withdrawn = set(report.withdrawn)  # a set: thousands of runs against thousands withdrawn
+    report.untouched = sum(1 for s in chosen if not _busy(s) and s.run_id not in withdrawn)
     if found:
         scancel = shutil.which("scancel")
         if not scancel:
@@ -197,12 +198,15 @@ def _record_pending(exp: Path, pending: list[Target]) -> list[str]:
     for t in pending:
         job, task = t.job.rsplit("_", 1)
         rec = read_status(exp, t.run_id, evaluation=t.evaluation)
-        if rec.slurm_task == (job, int(task)):
+        own = rec.slurm_task == (job, int(task))
+        if own and rec.state == State.RUNNING:
             continue  # it started after all, and records its own end
-        new = StatusRecord(t.run_id, State.CANCELLED, ended=_now(), slurm_array_job_id=job, slurm_array_task_id=task,
-                           slurm_state=str(SlurmState.CANCELLED), attempt=rec.attempt,
-                           evaluations=rec.evaluations if t.evaluation else None,
-                           note=f"task {t.job} cancelled by `cancel` while {t.state}")
+        # a requeued task's own record (pending again) keeps what it says of earlier starts
+        base = rec if own else StatusRecord(t.run_id, attempt=rec.attempt,
+                                            evaluations=rec.evaluations if t.evaluation else None)
+        new = dataclasses.replace(base, state=State.CANCELLED, ended=_now(), slurm_array_job_id=job,
+                                  slurm_array_task_id=task, slurm_state=str(SlurmState.CANCELLED),
+                                  note=f"task {t.job} cancelled by `cancel` while {t.state}")
         if _write(exp, new, t.evaluation):
             done.append(t.what)
     return done
