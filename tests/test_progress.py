@@ -238,6 +238,20 @@ def test_cancel_targets_queued_and_running_tasks_and_leaves_the_rest() -> None:
     assert "nothing to cancel" in cancel.Report().text()
 
 
+def test_cancel_records_tasks_that_will_never_run_and_leaves_started_ones(make_experiment_dir) -> None:
+    exp = make_experiment_dir([{"optimizer.lr": v} for v in (1e-3, 2e-3, 3e-3)])
+    task = {"slurm_array_job_id": "41", "started": "2026-01-01T00:00:00+00:00"}
+    # run_001 was requeued (pending again, its own record); run_002's task has just started
+    expdir.write_status(exp, StatusRecord("run_001", State.PENDING, slurm_array_task_id="1", requeues=1, **task))
+    expdir.write_status(exp, StatusRecord("run_002", State.RUNNING, slurm_array_task_id="2", **task))
+    pending = [cancel.Target(f"run_00{i}", False, f"41_{i}", "PENDING", False) for i in range(3)]
+    assert cancel._record_pending(exp, pending) == ["run_000", "run_001"]
+    new, requeued, started = (expdir.read_status(exp, f"run_00{i}") for i in range(3))
+    assert (new.state, new.slurm_state, new.slurm_task, new.started) == (State.CANCELLED, "CANCELLED", ("41", 0), None)
+    assert (requeued.state, requeued.requeues, requeued.started) == (State.CANCELLED, 1, task["started"])
+    assert started.state == State.RUNNING  # it records its own end when SIGTERM reaches it
+
+
 # ----------------------------------------------------------------------------- real SLURM
 
 
