@@ -381,11 +381,12 @@ def test_a_feed_step_waits_for_tasks_that_already_fed_to_leave(slurm_cluster, ca
     # now): nobody else will feed, so the feed waits (lock released) until they leave, then submits.
     # The queued runs' tasks end at once in their setup (no training needed to test the feed).
     exp = capped_dir(4, max_submit=2, setup=["exit 0"])
-    job = slurm_cluster.run("sbatch", "--parsable", "--array=0-1", "--output=/dev/null", "--wrap", "sleep 4",
+    job = slurm_cluster.run("sbatch", "--parsable", "--array=0-1", "--output=/dev/null", "--wrap", "sleep 6",
                             ).stdout.strip()
-    expdir.append_job(exp, expdir.JobRecord(job, "", "0-1", 0, (0, 1), "sbatch --wrap 'sleep 4'"))
+    expdir.append_job(exp, expdir.JobRecord(job, "", "0-1", 0, (0, 1), "sbatch --wrap 'sleep 6'"))
     deadline = time.monotonic() + 30
-    while len(slurm_cluster.active_jobs()) < 2:
+    while sorted(slurm_cluster.run("squeue", "-h", "-r", "-t", "RUNNING", "-j", job, "-o", "%i").stdout.split()) != [
+            f"{job}_0", f"{job}_1"]:  # (a fed task still pending was requeued: it is not leaving)
         assert time.monotonic() < deadline
         time.sleep(0.1)
     now = feed._now().isoformat(timespec="seconds")
@@ -398,3 +399,22 @@ def test_a_feed_step_waits_for_tasks_that_already_fed_to_leave(slurm_cluster, ca
     assert [a.chunk.indices for a in outcome.arrays] == [(2, 3)] and read_feed(exp).items == ()
     assert watcher.peak <= 2
     slurm_cluster.wait_idle(60)
+
+
+@pytest.mark.slow
+def test_a_feed_step_does_not_wait_for_a_fed_task_that_was_requeued(slurm_cluster, capped_dir) -> None:
+    # A task that fed and then went back to pending (requeued at its time limit, J.4) will feed again when
+    # it ends: waiting for it to leave would be in vain, so the feed step leaves the queue to it.
+    exp = capped_dir(4, max_submit=2, setup=["exit 0"])
+    job = slurm_cluster.run("sbatch", "--parsable", "--hold", "--array=0-1", "--output=/dev/null", "--wrap",
+                            "true").stdout.strip()
+    expdir.append_job(exp, expdir.JobRecord(job, "", "0-1", 0, (0, 1), "sbatch --hold --wrap true"))
+    now = feed._now().isoformat(timespec="seconds")
+    expdir.write_feed(exp, FeedQueue(2, "slurm.max_submit", (QueuedTask(2), QueuedTask(3)),
+                                     fed={f"{job}_0": now, f"{job}_1": now}))
+    lines: list[str] = []
+    outcome = feed.feed(exp, echo=lines.append)
+    slurm_cluster.run("scancel", job)
+    assert outcome.arrays == [] and not outcome.wait and lines == []
+    queue = read_feed(exp)
+    assert [i.index for i in queue.items] == [2, 3] and queue.fed == {}  # pending tasks are not leaving

@@ -262,6 +262,10 @@ def decide(cap: int, active: set[str], me: str | None, fed: dict[str, str], queu
 
 # ----------------------------------------------------------------------------- squeue
 
+#: States of a task that is about to leave the queue once it fed (not one requeued and pending again).
+_LEAVING_STATES = frozenset({SlurmState.RUNNING, SlurmState.COMPLETING, SlurmState.SIGNALING,
+                             SlurmState.STAGE_OUT})
+
 
 def _user() -> str:
     try:
@@ -270,12 +274,12 @@ def _user() -> str:
         return str(os.getuid())
 
 
-def active_tasks(exp: Path) -> set[str] | None:
-    """The experiment's queued or running array tasks (``JOB_TASK``), counted one by one; None when squeue
-    cannot be asked. One squeue call over the user's jobs, kept to the ones in slurm_jobs.yaml."""
+def active_tasks(exp: Path) -> dict[str, SlurmState] | None:
+    """The experiment's queued or running array tasks (``JOB_TASK`` -> state), counted one by one; None when
+    squeue cannot be asked. One squeue call over the user's jobs, kept to the ones in slurm_jobs.yaml."""
     ids = {j.job_id for j in read_jobs(exp)}
     if not ids:
-        return set()
+        return {}
     squeue = shutil.which("squeue")
     if not squeue:
         return None
@@ -288,7 +292,8 @@ def active_tasks(exp: Path) -> set[str] | None:
         return None
     if proc.returncode != 0:
         return None
-    return {f"{job}_{task}" for (job, task), t in parse_squeue(proc.stdout).items() if job in ids and t.state.active}
+    return {f"{job}_{task}": t.state for (job, task), t in parse_squeue(proc.stdout).items()
+            if job in ids and t.state.active}
 
 
 # ----------------------------------------------------------------------------- the feed step
@@ -358,7 +363,7 @@ class _HeldSignals:
 
 
 def _queue_evaluations(exp: Path, mapping: RunMapping, queue: FeedQueue, me: str | None,
-                       active: set[str]) -> FeedQueue:
+                       active: dict[str, SlurmState]) -> FeedQueue:
     """Move to the front of the queue the evaluations of trainings that completed: ``me``'s, and those of
     training tasks no longer active (one killed before its feed step). A training that did not complete
     gets no evaluation; its entry is kept only while it may still run again (``me``, requeued)."""
@@ -418,11 +423,13 @@ def _feed_once(exp: Path, mapping: RunMapping, me: str | None, *, echo: Callable
     if active is None:
         raise SlurmError("squeue cannot be asked, so the experiment's queued and running tasks cannot be counted")
     now = _now()
-    fed = {k: v for k, v in queue.fed.items() if k in active}  # the others left: forget them
-    if me is not None:
+    # Kept only for tasks that are leaving: the others left (forget them), or were requeued and are
+    # waiting to run again (a time limit, J.4): they will feed again when they end.
+    fed = {k: v for k, v in queue.fed.items() if active.get(k) in _LEAVING_STATES}
+    if me is not None and active.get(me, SlurmState.RUNNING) in _LEAVING_STATES:
         fed[me] = now.isoformat(timespec="seconds")
     queue = _queue_evaluations(exp, mapping, dataclasses.replace(queue, fed=fed), me, active)
-    decision = decide(queue.max_submit, active, me, queue.fed, queue.waiting, now)
+    decision = decide(queue.max_submit, set(active), me, queue.fed, queue.waiting, now)
     outcome = Outcome(wait=decision.wait, waiting=queue.waiting)
     if decision.submit:
         sbatch = shutil.which("sbatch")
@@ -553,7 +560,7 @@ def submit_capped(exp: Path, mapping: RunMapping, train: list[RunEntry], evaluat
              + [QueuedTask(r.index, TRAIN, force, bool(r.evaluations), times.get(r.index)) for r in train])
     later = sum(1 for r in train if r.evaluations)  # evaluations queued as their trainings complete
     queue = None if dry_run else read_feed(exp)
-    active = set() if dry_run else active_tasks(exp)
+    active = {} if dry_run else active_tasks(exp)
     if active is None:
         raise SlurmError(f"squeue cannot be asked, so the tasks this experiment has queued cannot be counted "
                          f"against the submit limit ({limit.source}); nothing was submitted")
