@@ -418,3 +418,31 @@ def test_a_feed_step_does_not_wait_for_a_fed_task_that_was_requeued(slurm_cluste
     assert outcome.arrays == [] and not outcome.wait and lines == []
     queue = read_feed(exp)
     assert [i.index for i in queue.items] == [2, 3] and queue.fed == {}  # pending tasks are not leaving
+
+
+@pytest.mark.slow
+def test_out_of_memory_retries_under_a_cap_go_through_the_queue(slurm_cluster, tiny_assets, tmp_path: Path) -> None:
+    # Each run runs out of memory at batch 4 and fits at 2 (J.3): the task that failed resubmits its run
+    # from inside itself, which under the cap queues the retry (the task still fills its place) for the
+    # feed steps to submit. All three complete on their second attempt, never more than 2 tasks at once.
+    from torchtune_config_writer import generate_configs
+
+    from test_oom_retry import oom_recipe
+
+    exp = tmp_path / "exp"
+    generate_configs({
+        "experiment_name": "oom_capped", "base_config_file": str(tiny_assets.base_config),
+        "recipe": str(oom_recipe(tmp_path / "recipe", above=2)),
+        "variables": {"optimizer.lr": [1e-3, 2e-3, 3e-3]},
+        "controls": {"batch_size": 4, "gradient_accumulation_steps": 1, "max_steps_per_epoch": 1, "epochs": 1},
+        "slurm": {"gpus_per_run": 0, "cpus_per_task": 1, "max_submit": 2},
+        "oom_retry": {"max_attempts": 2},
+        "output": {"experiment_dir": str(exp)},
+    })
+    with QueueWatcher(slurm_cluster) as watcher:
+        assert "submitting 2 of 3 tasks now" in cli("submit", str(exp)).stdout
+        _wait_done(slurm_cluster, exp)
+    records = expdir.read_all(exp, load_mapping(exp))
+    assert [(r.state, r.attempt) for r in records.values()] == [("completed", 2)] * 3, _logs(exp)
+    assert sorted(i for j in read_jobs(exp) for i in j.indices) == [0, 0, 1, 1, 2, 2]
+    assert watcher.peak <= 2 and read_feed(exp).items == ()
