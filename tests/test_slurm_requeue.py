@@ -246,11 +246,13 @@ def _generate(tiny_assets, exp: Path, *, recipe: str, base: Path | None = None, 
 
 
 class _NoRequeueDelay:
-    """While active, a requeued task of ``jobs`` (squeue: PENDING, reason BeginTime) starts now, not in
-    SLURM's two minutes; counts how often that happened."""
+    """While active, a requeued task of ``jobs`` (squeue: PENDING, reason BeginTime) starts 5 s after it was
+    requeued rather than SLURM's two minutes; counts how often that happened. (At once is too soon: SLURM
+    refuses to start it while the previous start's job credential is still revoked.)"""
 
-    def __init__(self, cluster, jobs: list[str]) -> None:
-        self.cluster, self.jobs, self.moved = cluster, jobs, 0
+    def __init__(self, cluster, jobs: list[str], after: float = 5.0) -> None:
+        self.cluster, self.jobs, self.after, self.moved = cluster, jobs, after, 0
+        self._seen: dict[str, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
@@ -266,11 +268,13 @@ class _NoRequeueDelay:
         while not self._stop.wait(1.0):
             out = self.cluster.run("squeue", "-h", "-r", "-t", "PENDING", "-j", ",".join(self.jobs),
                                    "-o", "%i %r", check=False).stdout
-            for line in out.splitlines():
-                task, _, reason = line.partition(" ")
-                if reason.strip() == "BeginTime":
+            waiting = {line.partition(" ")[0] for line in out.splitlines() if line.endswith(" BeginTime")}
+            self._seen = {task: self._seen.get(task, time.monotonic()) for task in waiting}
+            for task, since in self._seen.items():
+                if time.monotonic() - since >= self.after:
                     self.cluster.run("scontrol", "update", f"JobId={task}", "StartTime=now", check=False)
                     self.moved += 1
+                    self._seen[task] = float("inf")  # once per wait
 
 
 def _wait_for(predicate, timeout: float, what: str) -> None:
@@ -282,12 +286,18 @@ def _wait_for(predicate, timeout: float, what: str) -> None:
 
 
 def _wait_ended(cluster, exps: list[Path], timeout: float) -> None:
-    """Until every run has a final record and no task is active. (squeue alone is not enough: a task
-    being requeued is briefly in none of the active states.)"""
+    """Until every run has a final record, or no task has been active for 15 s. (An idle squeue alone is not
+    enough: a task being requeued is briefly in none of the active states.)"""
+    ends = (State.COMPLETED, State.FAILED, State.CANCELLED)
+    idle_since = [None]
+
     def ended() -> bool:
-        ends = (State.COMPLETED, State.FAILED, State.CANCELLED)
+        if cluster.active_jobs():
+            idle_since[0] = None
+            return False
+        idle_since[0] = idle_since[0] or time.monotonic()
         final = all(read_status(e, "run_000").state in ends for e in exps)
-        return final and not cluster.active_jobs()
+        return final or time.monotonic() - idle_since[0] > 15
     _wait_for(ended, timeout, "the runs to end")
 
 
