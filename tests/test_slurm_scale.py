@@ -272,4 +272,5 @@ def test_an_sbatch_the_controller_cannot_take_is_an_error_and_what_went_through_
         assert "did not answer within 8 s for array 2 of 2 (runs 5-7)" in message
         assert "temporarily unable to accept job" in message and "MaxJobCount" in message
         assert f"arrays already submitted and recorded: {jobs[0].job_id}" in message
+        assert message.endswith("`submit --runs 5-7` submits the runs not submitted")
         assert _tasks(full, "PENDING") == set(_recorded(exp))  # nothing queued that slurm_jobs.yaml does not list

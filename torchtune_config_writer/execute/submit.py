@@ -403,7 +403,8 @@ def _submit_plan(exp: Path, mapping: RunMapping, plan: list[PlannedArray], sbatc
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, cwd=exp, timeout=SBATCH_TIMEOUT, env=env)
         except subprocess.TimeoutExpired as e:
-            raise SlurmError(_sbatch_timeout(item, n, len(plan), e, done)) from None
+            rest = sorted({i for p in plan[n:] if p.kind == TRAIN for i in p.chunk.indices})
+            raise SlurmError(_sbatch_timeout(item, n, len(plan), e, done, rest)) from None
         if proc.returncode != 0:
             what = "evaluation array" if item.kind == EVAL else "array"
             hint = ""
@@ -426,7 +427,7 @@ def _submit_plan(exp: Path, mapping: RunMapping, plan: list[PlannedArray], sbatc
 
 
 def _sbatch_timeout(item: PlannedArray, n: int, total: int, e: subprocess.TimeoutExpired,
-                    done: list[SubmittedArray]) -> str:
+                    done: list[SubmittedArray], rest: list[int]) -> str:
     """The message for an sbatch that did not answer: what it last said, what may have been submitted, what to do."""
     said = e.stderr.decode(errors="replace") if isinstance(e.stderr, bytes) else (e.stderr or "")
     said = said.strip().splitlines()[-1] if said.strip() else "nothing"
@@ -436,7 +437,8 @@ def _sbatch_timeout(item: PlannedArray, n: int, total: int, e: subprocess.Timeou
             "ask your administrators, or submit fewer runs at once with --runs or slurm.max_submit)"
             + (f"; arrays already submitted and recorded: {', '.join(str(d.job_id) for d in done)}" if done else "")
             + ". If `squeue --me` shows an array of this experiment that slurm_jobs.yaml does not list, scancel it "
-            "before submitting again")
+            "before submitting again" + (f"; then `submit --runs {compress_ranges(rest)}` submits the runs not "
+                                         "submitted" if done and rest else ""))
 
 
 def _submitted_line(mapping: RunMapping, item: PlannedArray, done: SubmittedArray) -> str:
