@@ -9,6 +9,7 @@ measured by bench/bench_slurm_scale.py, not here.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -158,6 +159,8 @@ _RACER = textwrap.dedent("""
 def _race(exp: Path, tmp_path: Path, *selections: list[str]) -> list[subprocess.CompletedProcess]:
     """Start one `submit` per selection; release them at the same moment; return their results."""
     markers = [tmp_path / f"waiting_{n}" for n in range(len(selections))]
+    for m in markers:
+        m.unlink(missing_ok=True)  # left by an earlier race
     with expdir.jobs_lock(exp):
         procs = [subprocess.Popen([sys.executable, "-c", _RACER, str(m), "submit", str(exp), *sel],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
@@ -191,19 +194,20 @@ def test_two_submits_at_the_same_moment_submit_every_run_once(cluster, tiny_asse
         recorded = _recorded(exp)
         assert len(recorded) == 12 and set(recorded) == _tasks(cluster, "PENDING")
 
-        # overlapping selections at the same moment: the later one submits nothing and names the runs in the way;
-        # a disjoint one goes through
-        exp2 = _experiment(tiny_assets, tmp_path / "exp2", 6)
-        first, second = _race(exp2, tmp_path / "exp2", ["--runs", "0-3"], ["--runs", "2-5"])
+        # at the same moment, disjoint selections both go through; overlapping ones: one goes through, and
+        # the other submits nothing and names the runs in its way; the rest then goes through alone
+        exp2 = _experiment(tiny_assets, tmp_path / "exp2", 8)
+        assert [r.returncode for r in _race(exp2, tmp_path / "exp2", ["--runs", "0-1"], ["--runs", "2-3"])] == [0, 0]
+        first, second = _race(exp2, tmp_path / "exp2", ["--runs", "4-6"], ["--runs", "5-7"])
         winner, loser = (first, second) if first.returncode == 0 else (second, first)
         assert winner.returncode == 0 and loser.returncode == 1, (first, second)
-        assert "already queued or running, so nothing was submitted: run_002 (PENDING" in loser.stderr
-        assert "run_003 (PENDING" in loser.stderr and "run_001" not in loser.stderr.split("submitted:")[1].split(";")[0]
-        rest = "4-5" if "0-3" in winner.args else "0-1"
+        busy = loser.stderr.split("nothing was submitted: ")[1].split("; wait")[0]
+        assert re.findall(r"(run_\d+) \(PENDING, job \d+_\d+\)", busy) == ["run_005", "run_006"], loser.stderr
+        rest = "7" if "4-6" in winner.args else "4"
         third = subprocess.run([sys.executable, "-m", "torchtune_config_writer", "submit", str(exp2), "--runs", rest],
                                capture_output=True, text=True)
         assert third.returncode == 0, third.stderr
-        assert sorted(i for j in read_jobs(exp2) for i in j.indices) == list(range(6))
+        assert sorted(i for j in read_jobs(exp2) for i in j.indices) == list(range(8))
         assert set(_recorded(exp)) | set(_recorded(exp2)) == _tasks(cluster, "PENDING")
         status = subprocess.run([sys.executable, "-m", "torchtune_config_writer", "status", str(exp)],
                                 capture_output=True, text=True).stdout
