@@ -210,13 +210,30 @@ def attempt_cells(exp: Path, run: RunEntry, rec: StatusRecord) -> dict[str, Any]
     number = (rec.attempt or 1) if rec.started else run.attempt
     config = run.config if number == 1 else next((a.config for a in run.attempts if a.number == number),
                                                   run.current_config)
+    values = _top_level_values(exp / config, ("batch_size", "gradient_accumulation_steps"))
+    return {"attempt": number, "batch_size_used": values.get("batch_size"),
+            "gradient_accumulation_steps_used": values.get("gradient_accumulation_steps")}
+
+
+def _top_level_values(path: Path, keys: tuple[str, ...]) -> dict[str, Any]:
+    """The scalar values of top-level ``keys`` in a config file, from their own lines only.
+
+    Parsing every run's whole config took ~4.6 s for 10,000 runs; generated configs write top-level
+    keys at column 0 (``batch_size: 4``), so each wanted line is parsed alone. {} when unreadable.
+    """
+    found: dict[str, Any] = {}
     try:
-        data = yaml.load((exp / config).read_text(), Loader=_YAML_LOADER)
-    except (OSError, yaml.YAMLError):
-        data = None
-    data = data if isinstance(data, dict) else {}
-    return {"attempt": number, "batch_size_used": data.get("batch_size"),
-            "gradient_accumulation_steps_used": data.get("gradient_accumulation_steps")}
+        with open(path) as f:
+            for line in f:
+                key, sep, rest = line.partition(":")
+                if sep and key in keys and key not in found:
+                    value = yaml.load(rest.split(" #", 1)[0] or "null", Loader=_YAML_LOADER)
+                    found[key] = value if isinstance(value, (int, float, str)) else None
+                    if len(found) == len(keys):
+                        break
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return {}
+    return found
 
 
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
