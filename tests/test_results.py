@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import os
 import xml.etree.ElementTree as ET
 import time
@@ -13,8 +14,10 @@ from click.testing import CliRunner
 
 from torchtune_config_writer.cli import main
 from torchtune_config_writer.results.plots import loss_plot_svg
-from torchtune_config_writer.results.collect import by_variable, collect, collect_rows, parse_disk_log, summarize
-from torchtune_config_writer.expdir import State, StatusRecord, write_status
+from torchtune_config_writer.results.collect import (
+    by_variable, collect, collect_rows, parse_disk_log, run_steps, summarize,
+)
+from torchtune_config_writer.expdir import State, StatusRecord, load_mapping, write_status
 
 
 def _rows(csv_path):
@@ -93,6 +96,31 @@ def test_only_the_latest_attempts_log_counts(make_experiment_dir):
     # An attempt that died before logging anything must not show the older attempt's metrics.
     (logs / "log_2000.txt").unlink()
     assert collect_rows(exp)[1][0]["steps"] is None
+
+
+def test_a_requeued_runs_logs_since_its_first_start_make_one_curve(make_experiment_dir):
+    # A requeued run (Appendix J.4) writes one log per start; the resumed start continues the step
+    # numbers from its saved epoch, so steps the interrupted start logged past that epoch come again.
+    exp = make_experiment_dir([{"optimizer.lr": 1e-3}])
+    logs = exp / "runs" / "run_000" / "logs"
+    logs.mkdir(parents=True)
+    now = time.time()
+    files = {"log_0500.txt": (range(1, 3), 7200), "log_1000.txt": (range(1, 6), 600), "log_2000.txt": (range(4, 9), 10)}
+    for name, (steps, age) in files.items():  # an earlier attempt's log, the first start's, the resumed start's
+        path = logs / name
+        path.write_text("".join(f"Step {s} | loss:{20 - s if age == 10 else 30 - s} lr:0.001 \n" for s in steps))
+        os.utime(path, (now - age,) * 2)
+    record = StatusRecord("run_000", State.COMPLETED, exit_code=0, started=_iso(now - 60), ended=_iso(now),
+                          requeues=1, first_started=_iso(now - 900), resumed_from_epoch=0)
+    write_status(exp, record)
+    row = collect_rows(exp)[1][0]
+    assert row["steps"] == 8 and row["final_loss"] == 12.0 and row["min_loss"] == 12.0
+    run = load_mapping(exp).runs[0]
+    steps = run_steps(run, record)
+    assert sorted(steps) == list(range(1, 9))  # not the earlier attempt's, which started before first_started
+    assert [steps[s]["loss"] for s in (3, 4, 5)] == [27.0, 16.0, 15.0]  # 4-5 from the resumed start
+    # Not requeued: only the latest start's log counts.
+    assert sorted(run_steps(run, dataclasses.replace(record, requeues=0, first_started=None))) == list(range(4, 9))
 
 
 def _iso(t: float) -> str:

@@ -733,6 +733,27 @@ def written_before(path: str | Path, started: str | None) -> bool:
     return t0 is not None and Path(path).stat().st_mtime < t0 - 1
 
 
+def metric_log_files(log: MetricLog | None, since: str | None = None) -> list[Path]:
+    """A run's DiskLogger files written since ``since`` (a status record's ISO time), oldest first.
+
+    Each start of a training writes a new ``log_<time>.txt`` into the run's log directory (unless the
+    config fixes the file name): the last file is the latest start's; a run requeued and resumed
+    (Appendix J.4) continues its step numbers in a new file. [] without a DiskLogger or files.
+    """
+    if log is None:
+        return []  # metrics went to another logger (wandb, tensorboard...)
+    folder = Path(log.dir)
+    try:
+        if log.filename:
+            files = [folder / log.filename] if (folder / log.filename).is_file() else []
+        else:  # one listing and no stat per entry: pathlib's glob costs far more, times 10,000 runs
+            files = [folder / e.name for e in os.scandir(folder) if e.name.endswith(".txt") and e.is_file()]
+        files = [f for f in files if not written_before(f, since)]
+        return sorted(files, key=lambda f: f.stat().st_mtime) if len(files) > 1 else files
+    except OSError:  # no log directory (yet), or a file removed meanwhile
+        return []
+
+
 def read_status(exp_dir: str | Path, run_id: str, *, evaluation: bool = False) -> StatusRecord:
     """The run's status record (its evaluation's with ``evaluation``); without a status file, ``pending``."""
     path = eval_status_path(exp_dir, run_id) if evaluation else status_path(exp_dir, run_id)

@@ -24,7 +24,7 @@ from typing import IO, Any, Callable
 
 import yaml
 
-from ..expdir import RunEntry, RunMapping, SlurmState, State, StatusRecord, read_status, written_before
+from ..expdir import RunEntry, RunMapping, SlurmState, State, StatusRecord, metric_log_files, read_status
 
 _STEP = re.compile(r"^Step (\d+) \| (.*)$", re.MULTILINE)
 _LOSS = re.compile(r"(?:^|\s)loss:(\S+)")
@@ -170,16 +170,8 @@ def _head(path: Path, size: int = 4096) -> str:
 
 def metric_log_file(run: RunEntry, started: str | None) -> Path | None:
     """The DiskLogger file of the run's attempt that started at ``started``: the newest one written since."""
-    log = run.metric_log
-    if log is None:
-        return None
-    folder = Path(log.dir)
-    try:
-        files = [folder / log.filename] if log.filename else list(folder.glob("*.txt"))
-        files = [f for f in files if f.is_file() and not written_before(f, started)]
-        return max(files, key=lambda f: f.stat().st_mtime) if files else None
-    except OSError:
-        return None
+    files = metric_log_files(run.metric_log, started)
+    return files[-1] if files else None
 
 
 def _config_of(exp: Path, run: RunEntry, rec: StatusRecord) -> dict[str, Any]:

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
 import statistics
 from collections import Counter
@@ -38,8 +37,8 @@ from typing import Any
 import yaml
 
 from ..expdir import (
-    LOSS_PLOT, METRIC_PLOT, RESULTS_CSV, RESULTS_MD, MetricLog, RunEntry, RunMapping, State, StatusRecord,
-    load_mapping, read_all, read_all_evaluations, written_before,
+    LOSS_PLOT, METRIC_PLOT, RESULTS_CSV, RESULTS_MD, RunEntry, RunMapping, State, StatusRecord,
+    load_mapping, metric_log_files, read_all, read_all_evaluations,
 )
 from .metrics import EVAL_COLUMN, EvalTable, Primary, choose_primary, is_number, read_evaluations
 from .tracked import mlflow_client, mlflow_steps
@@ -98,36 +97,21 @@ def summarize(steps: dict[int, dict[str, float]]) -> dict[str, Any]:
     }
 
 
-def metric_log_file(log: MetricLog | None, started: str | None = None) -> Path | None:
-    """The DiskLogger file of a run's latest attempt, or None.
-
-    Each attempt writes a new ``log_<time>.txt`` into the run's log directory
-    (unless the config fixes a file name), so the newest file written since the
-    run's ``started`` time is the one.
-    """
-    if log is None:
-        return None  # metrics went to another logger (wandb, tensorboard...)
-    log_dir = Path(log.dir)
-    try:
-        if log.filename:
-            files = [log_dir / log.filename] if (log_dir / log.filename).is_file() else []
-        else:  # one listing and no stat per entry: pathlib's glob costs far more, times 10,000 runs
-            files = [log_dir / e.name for e in os.scandir(log_dir) if e.name.endswith(".txt") and e.is_file()]
-        files = [f for f in files if not written_before(f, started)]
-        if len(files) > 1:
-            return max(files, key=lambda f: f.stat().st_mtime)
-        return files[0] if files else None
-    except OSError:  # no log directory (yet), or a file removed meanwhile
-        return None
-
-
 def run_steps(run: RunEntry, record: StatusRecord) -> dict[int, dict[str, float]]:
-    """The metrics a run logged, per step ({} when it logged nothing yet)."""
-    log = metric_log_file(run.metric_log, record.started)
-    try:
-        return parse_disk_log(log.read_text(errors="replace")) if log else {}
-    except OSError:
-        return {}
+    """The metrics a run's latest attempt logged, per step ({} when it logged nothing yet).
+
+    A requeued attempt (Appendix J.4) wrote one log per start since it first started; they are read
+    oldest first, so a resumed start's steps replace the ones the interrupted start logged past its
+    last saved epoch, and the whole training's curve is kept.
+    """
+    since = record.first_started if record.requeues and record.first_started else record.started
+    steps: dict[int, dict[str, float]] = {}
+    for log in metric_log_files(run.metric_log, since):
+        try:
+            steps.update(parse_disk_log(log.read_text(errors="replace")))
+        except OSError:
+            continue
+    return steps
 
 
 Row = tuple[RunEntry, StatusRecord, dict[int, dict[str, float]]]
