@@ -27,7 +27,7 @@ from torchtune_config_writer.compile.attempts import halve, write_attempt
 from torchtune_config_writer.compile.schema import SlurmSettings
 from torchtune_config_writer.errors import AttemptError
 from torchtune_config_writer.execute import oom, slurm_state, submit
-from torchtune_config_writer.expdir import State, StatusRecord, load_mapping, read_status, write_status
+from torchtune_config_writer.expdir import State, StatusRecord, load_mapping, read_status, read_tail, write_status
 from torchtune_config_writer.results.collect import collect_rows
 from helpers import custom_recipe
 
@@ -133,12 +133,12 @@ def test_slurm_and_the_job_cgroup_also_say_out_of_memory() -> None:
 def test_only_the_tail_of_a_log_is_read(tmp_path: Path) -> None:
     log = tmp_path / "big.log"
     log.write_text("Step 1 | loss:6.3\n" * 100_000 + OOM_TRACEBACK)  # ~1.9 MB, the error at its end
-    tail = oom.read_tail(log)
+    tail = read_tail(log, oom.TAIL_BYTES)
     assert len(tail.encode()) <= oom.TAIL_BYTES and oom.oom_in_log(tail) == "torch.OutOfMemoryError"
     early = tmp_path / "early.log"
     early.write_text(OOM_TRACEBACK + "Step 1 | loss:6.3\n" * 10_000)  # an old error, 180 KB before the end
-    assert oom.oom_in_log(oom.read_tail(early)) is None
-    assert oom.read_tail(tmp_path / "missing.log") == "" and oom.read_tail(None) == ""
+    assert oom.oom_in_log(read_tail(early, oom.TAIL_BYTES)) is None
+    assert read_tail(tmp_path / "missing.log", oom.TAIL_BYTES) == "" and read_tail(None, oom.TAIL_BYTES) == ""
 
 
 # ----------------------------------------------------------------------------- the next attempt's config

@@ -24,7 +24,7 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from enum import Enum
 from functools import cached_property
 from pathlib import Path
@@ -719,6 +719,27 @@ class StatusRecord:
         return max(0.0, (end - start).total_seconds())
 
 
+def now_iso() -> str:
+    """Now as records write their times: ISO 8601 in UTC, whole seconds (``written_before`` allows for them)."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def read_tail(path: str | Path | None, size: int) -> str:
+    """The last ``size`` bytes of a file (a run's log) as text; "" when it is missing or unreadable.
+
+    Logs of long trainings grow large; what status and the retry logic look for is at their end.
+    """
+    if path is None:
+        return ""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - size))
+            return f.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
 def written_before(path: str | Path, started: str | None) -> bool:
     """True when ``path`` was last written before the attempt that started at ``started`` (a status
     record's ISO time): the file belongs to an earlier attempt (an older log, a score of older weights).
@@ -872,6 +893,10 @@ def read_metadata(output_dir: str | Path) -> dict[str, Any] | None:
 
 
 # ----------------------------------------------------------------------------- slurm_jobs.yaml
+
+
+#: ``JobRecord.kind`` (and ``QueuedTask.kind``): an array of training tasks, or of evaluation tasks.
+TRAIN_JOB, EVAL_JOB = "train", "eval"
 
 
 @dataclass(frozen=True)

@@ -21,12 +21,11 @@ import shutil
 import subprocess
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
 from ..errors import ConfigWriterError, SlurmError
-from ..expdir import SlurmState, State, StatusRecord, load_mapping, read_feed, read_status, write_status
+from ..expdir import SlurmState, State, StatusRecord, load_mapping, now_iso, read_feed, read_status, write_status
 from .selection import select_runs
 from .slurm_state import RunState, status_of
 
@@ -92,9 +91,6 @@ class Report:
 def _ids(ids: list[str]) -> str:
     return ", ".join(ids[:10]) + (f", ... ({len(ids)} in all)" if len(ids) > 10 else "")
 
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def targets(states: list[RunState], records: Callable[[str, bool], StatusRecord]) -> tuple[list[Target], list[str]]:
@@ -175,7 +171,7 @@ def _withdraw(exp: Path, mapping, indices: list[int]) -> list[str]:
             evaluation = kind == "eval"
             rec = read_status(exp, rid, evaluation=evaluation)
             if rec.state == State.PENDING:  # a failed or cancelled record already says it must be submitted again
-                _write(exp, StatusRecord(rid, State.CANCELLED, ended=_now(), attempt=rec.attempt,
+                _write(exp, StatusRecord(rid, State.CANCELLED, ended=now_iso(), attempt=rec.attempt,
                                          note="withdrawn by `cancel` before it was submitted"), evaluation)
     return ids
 
@@ -204,7 +200,7 @@ def _record_pending(exp: Path, pending: list[Target]) -> list[str]:
         # a requeued task's own record (pending again) keeps what it says of earlier starts
         base = rec if own else StatusRecord(t.run_id, attempt=rec.attempt,
                                             evaluations=rec.evaluations if t.evaluation else None)
-        new = dataclasses.replace(base, state=State.CANCELLED, ended=_now(), slurm_array_job_id=job,
+        new = dataclasses.replace(base, state=State.CANCELLED, ended=now_iso(), slurm_array_job_id=job,
                                   slurm_array_task_id=task, slurm_state=str(SlurmState.CANCELLED),
                                   note=f"task {t.job} cancelled by `cancel` while {t.state}")
         if _write(exp, new, t.evaluation):
@@ -224,7 +220,7 @@ def _record_running(exp: Path, running: list[Target], wait: float) -> list[str]:
         rec = read_status(exp, t.run_id, evaluation=t.evaluation)
         if rec.state != State.RUNNING:
             continue
-        new = dataclasses.replace(rec, state=State.CANCELLED, ended=_now(), slurm_state=str(SlurmState.CANCELLED),
+        new = dataclasses.replace(rec, state=State.CANCELLED, ended=now_iso(), slurm_state=str(SlurmState.CANCELLED),
                                   note=f"task {t.job} cancelled by `cancel`; it did not record its end within "
                                        f"{wait:g} s")
         if _write(exp, new, t.evaluation):

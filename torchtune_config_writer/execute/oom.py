@@ -2,7 +2,7 @@
 
 Detection is pure functions of text. An attempt ran out of memory when
 
-- the tail of its log (``read_tail``: logs can be large, the error is at the end) has torch's
+- the tail of its log (``expdir.read_tail``: logs can be large, the error is at the end) has torch's
   ``OutOfMemoryError`` or its message ``CUDA out of memory`` (``HIP`` on ROCm), or slurmstepd's
   ``oom_kill event`` line (host memory; ``oom_in_log``);
 - SLURM says ``OUT_OF_MEMORY`` (host memory over ``--mem``: the task was killed, so only SLURM knows;
@@ -34,7 +34,7 @@ from typing import Callable, Iterable
 from ..errors import AttemptError, ConfigWriterError
 from ..expdir import (
     LOG_DIR, RunEntry, RunMapping, SlurmState, State, StatusRecord, compress_ranges, load_mapping, read_status,
-    slurm_log_file,
+    read_tail, slurm_log_file,
 )
 
 #: Attempts in all for ``submit --retry-oom`` when the experiment has no ``oom_retry:``.
@@ -138,19 +138,6 @@ def oom_evidence(log_tail: str = "", slurm_state: str | None = None, cgroup_kill
 # ----------------------------------------------------------------------------- reading what the machine says
 
 
-def read_tail(path: str | Path | None, size: int = TAIL_BYTES) -> str:
-    """The last ``size`` bytes of a file as text ("" when it is missing or unreadable)."""
-    if path is None:
-        return ""
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - size))
-            return f.read().decode(errors="replace")
-    except OSError:
-        return ""
-
-
 def cgroup_oom_kills() -> int | None:
     """OOM kills counted by this SLURM job's memory cgroups (the largest count); None outside SLURM, without a
     job cgroup (``TaskPlugin`` without cgroups) or when the files cannot be read."""
@@ -219,7 +206,7 @@ def after_task(exp_dir: str | Path, index: int, exit_code: int, *, echo: Callabl
         record = read_status(exp, run.run_id)
         if record.state != State.FAILED:
             return False  # cancelled (scancel, a time limit): not a memory problem
-        evidence = oom_evidence(read_tail(exp / record.log if record.log else None), record.slurm_state,
+        evidence = oom_evidence(read_tail(exp / record.log if record.log else None, TAIL_BYTES), record.slurm_state,
                                 cgroup_oom_kills())
         if evidence is None:
             return False
@@ -260,7 +247,7 @@ def retry_locally(exp: Path, mapping: RunMapping, run: RunEntry, record: StatusR
     if record.state != State.FAILED:
         return None
     log = exp / record.log if record.log else None
-    evidence = oom_evidence(read_tail(log), record.slurm_state)
+    evidence = oom_evidence(read_tail(log, TAIL_BYTES), record.slurm_state)
     if evidence is None:
         return None
     failed, limit = record.attempt or 1, max_attempts(mapping)
@@ -309,7 +296,7 @@ def prepare_retries(exp: Path, mapping: RunMapping, states: Iterable, runs: str 
             continue
         record = read_status(exp, run.run_id)
         attempt = getattr(state, "attempt", None) or record.attempt or 1
-        evidence = oom_evidence(read_tail(_log_of(exp, record, state)),
+        evidence = oom_evidence(read_tail(_log_of(exp, record, state), TAIL_BYTES),
                                 str(state.state) if isinstance(state.state, SlurmState) else record.slurm_state)
         if evidence is None:
             continue

@@ -24,7 +24,7 @@ from typing import IO, Any, Callable
 
 import yaml
 
-from ..expdir import RunEntry, RunMapping, SlurmState, State, StatusRecord, metric_log_files, read_status
+from ..expdir import RunEntry, RunMapping, SlurmState, State, StatusRecord, metric_log_files, read_status, read_tail
 
 _STEP = re.compile(r"^Step (\d+) \| (.*)$", re.MULTILINE)
 _LOSS = re.compile(r"(?:^|\s)loss:(\S+)")
@@ -150,16 +150,6 @@ def _float(text: str) -> float | None:
 # ----------------------------------------------------------------------------- reading a run's files
 
 
-def _tail(path: Path, size: int = _TAIL) -> str:
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, 2)
-            f.seek(max(0, f.tell() - size))
-            return f.read().decode(errors="replace")
-    except OSError:
-        return ""
-
-
 def _head(path: Path, size: int = 4096) -> str:
     try:
         with open(path, "rb") as f:
@@ -195,9 +185,9 @@ def progress_of(exp_dir: str | Path, run: RunEntry, rec: StatusRecord, *, now: f
     """
     exp = Path(exp_dir)
     metric = metric_log_file(run, rec.started)
-    tail = _tail(metric) if metric else ""
+    tail = read_tail(metric, _TAIL)
     logged = last_step(tail)
-    bar = bar_state(_tail(exp / rec.log)) if rec.log else None
+    bar = bar_state(read_tail(exp / rec.log, _TAIL)) if rec.log else None
     if logged is None and bar is None:
         return None
     step, loss = logged if logged else (None, None)

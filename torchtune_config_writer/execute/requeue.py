@@ -36,10 +36,10 @@ import shutil
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 
-from ..expdir import RunEntry, RunMapping, State, StatusRecord, write_status
+from ..expdir import RunEntry, RunMapping, State, StatusRecord, now_iso, write_status
 
 #: SLURM's count of how often it restarted this job (our requeue, preemption, node failure).
 RESTART_ENV = "SLURM_RESTART_COUNT"
@@ -290,7 +290,7 @@ def decide(mapping: RunMapping, run: RunEntry, record: StatusRecord) -> tuple[bo
 
 def note_not_requeued(exp_dir: Path, record: StatusRecord, why: str) -> StatusRecord:
     """Record, in the running record, that the warning came and why the task runs on into its limit."""
-    record = dataclasses.replace(record, note=f"time limit near at {_now()}; not requeued: {why}")
+    record = dataclasses.replace(record, note=f"time limit near at {now_iso()}; not requeued: {why}")
     write_status(exp_dir, record)
     print(f"# {record.note}", flush=True)
     return record
@@ -310,7 +310,7 @@ def requeue_task(exp_dir: Path, record: StatusRecord, why: str, exit_code: int,
         job = f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
     requeues = record.requeues + 1
     record = dataclasses.replace(
-        record, state=State.PENDING, exit_code=exit_code, ended=_now(), requeues=requeues,
+        record, state=State.PENDING, exit_code=exit_code, ended=now_iso(), requeues=requeues,
         first_started=record.first_started or record.started,
         note=f"time limit near: requeued {job} ({why}); it resumes from its last saved epoch when it starts again")
     write_status(exp_dir, record)  # before scontrol: SLURM kills this process soon after requeueing
@@ -331,6 +331,3 @@ def requeue_task(exp_dir: Path, record: StatusRecord, why: str, exit_code: int,
         print(f"# {record.note}", flush=True)
     return record
 
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")

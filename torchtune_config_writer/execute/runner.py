@@ -33,14 +33,13 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any, Callable, Iterable, Iterator
 
 from ..errors import ConfigWriterError, RunNotRunnableError
 from ..expdir import (
     LOG_DIR, RunEntry, RunMapping, State, StatusRecord, format_parameters, load_mapping,
-    local_eval_log_file, local_log_file, read_all, read_status, slurm_log_file, write_status,
+    local_eval_log_file, local_log_file, now_iso, read_all, read_status, slurm_log_file, write_status,
 )
 from . import evaluation, launch, oom, requeue, tracking
 from .metadata import record_metadata
@@ -95,9 +94,6 @@ def nproc_for(nproc_per_node: int | str | None = None) -> int | str:
     return "auto"
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
 
 def _exit_code(returncode: int) -> int:
     # Popen reports death by signal N as -N; record it as a shell (and SLURM) would: 128 + N.
@@ -132,7 +128,7 @@ class _Child:
         """Record the outcome of an exited child (``completed``/``failed``, or ``state``)."""
         code = _exit_code(self.proc.wait())
         self.record = dataclasses.replace(self.record, state=state or (State.COMPLETED if code == 0 else State.FAILED),
-                                          exit_code=code, ended=_now())
+                                          exit_code=code, ended=now_iso())
         if self.evaluation:
             report = evaluation.read_report(evaluation.report_path(self.exp_dir, self.run))
             self.record = dataclasses.replace(self.record, evaluations=evaluation.evaluation_states(self.run, report))
@@ -195,7 +191,7 @@ def _start(exp_dir: Path, mapping: RunMapping, run: RunEntry, *, capture: bool,
         log_rel = slurm_log_file(job, task or "")
     else:
         log_rel = None  # output goes to our own stdout, wherever that is
-    record = StatusRecord(rid, State.RUNNING, started=_now(), host=socket.gethostname(),
+    record = StatusRecord(rid, State.RUNNING, started=now_iso(), host=socket.gethostname(),
                           slurm_job_id=os.environ.get("SLURM_JOB_ID"), slurm_array_job_id=job,
                           slurm_array_task_id=task, log=log_rel,
                           attempt=run.attempt if run.attempts and not evaluation_of else None)
@@ -232,7 +228,7 @@ def _start(exp_dir: Path, mapping: RunMapping, run: RunEntry, *, capture: bool,
         )
     except OSError as e:
         # The command itself could not start (tune missing?): a failed run, not a crash of the runner.
-        record = dataclasses.replace(record, state=State.FAILED, exit_code=127, ended=_now())
+        record = dataclasses.replace(record, state=State.FAILED, exit_code=127, ended=now_iso())
         if log:
             log.write(f"# could not start {cmd[0]}: {e}\n")
             log.close()

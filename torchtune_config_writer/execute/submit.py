@@ -24,14 +24,14 @@ import shlex
 import shutil
 import subprocess
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterable
 
 from ..errors import ExperimentDirError, SlurmError
 from ..expdir import (
     EVAL_SCRIPT_FILE, FORCE_ENV, LOG_DIR, SCRIPT_FILE, SLURM_LOG_PATTERN, ArrayChunk, JobRecord, RunEntry,
-    RunMapping, SlurmState, State, append_job, compress_ranges, jobs_lock, load_mapping, plan_arrays, script_groups,
+    RunMapping, SlurmState, State, append_job, compress_ranges, jobs_lock, load_mapping, now_iso, plan_arrays,
+    script_groups,
 )
 from . import evaluation, feed, oom, tracking, walltime
 from .selection import check_all_runnable, select_runs
@@ -417,7 +417,7 @@ def _submit_plan(exp: Path, mapping: RunMapping, plan: list[PlannedArray], sbatc
                              + hint)
         item_done = SubmittedArray(cmd, item.chunk, array, proc.stdout.strip().split(";")[0], item.kind, training)
         append_job(exp, JobRecord(job_id=str(item_done.job_id),
-                                  submitted=datetime.now(timezone.utc).isoformat(timespec="seconds"), array=array,
+                                  submitted=now_iso(), array=array,
                                   offset=item.chunk.offset, indices=item.chunk.indices, command=shlex.join(cmd),
                                   kind=item.kind))
         echo(_submitted_line(mapping, item, item_done))
