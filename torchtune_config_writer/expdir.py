@@ -910,7 +910,7 @@ class JobRecord:
     offset: int
     indices: tuple[int, ...]
     command: str
-    kind: str = "train"
+    kind: str = TRAIN_JOB
     """``train``, or ``eval`` for an array of ``eval.sbatch`` (evaluations only)."""
 
     def task_of(self, index: int) -> int:
@@ -927,7 +927,7 @@ def read_jobs(exp_dir: str | Path) -> list[JobRecord]:
         jobs = data.get("jobs") if isinstance(data, dict) else None
         return [JobRecord(str(j["job_id"]), str(j.get("submitted") or ""), str(j.get("array") or ""),
                           int(j.get("offset") or 0), _job_indices(j.get("indices")),
-                          str(j.get("command") or ""), str(j.get("kind") or "train"))
+                          str(j.get("command") or ""), str(j.get("kind") or TRAIN_JOB))
                 for j in jobs or [] if isinstance(j, dict) and j.get("job_id")]
     except Exception as e:  # a damaged file must not hide the runs' states
         raise ExperimentDirError(f"{path}: unreadable ({e}); fix or delete it (it only lists submitted job ids)") from None
@@ -994,7 +994,7 @@ class QueuedTask:
     """One array task still to submit: train run ``index`` (``kind="train"``), or evaluate it (``"eval"``)."""
 
     index: int
-    kind: str = "train"
+    kind: str = TRAIN_JOB
     force: bool = False
     """Submit it with ``FORCE_ENV=1`` (``submit --force``)."""
     evaluate: bool = False

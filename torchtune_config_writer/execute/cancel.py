@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import ConfigWriterError, SlurmError
-from ..expdir import SlurmState, State, StatusRecord, load_mapping, now_iso, read_feed, read_status, write_status
+from ..expdir import EVAL_JOB, SlurmState, State, StatusRecord, load_mapping, now_iso, read_feed, read_status, write_status
 from .selection import select_runs
 from .slurm_state import RunState, status_of
 
@@ -168,7 +168,7 @@ def _withdraw(exp: Path, mapping, indices: list[int]) -> list[str]:
         rid = mapping.run_id_of(index)
         ids.append(rid)
         for kind in sorted(kinds.get(index, ())):
-            evaluation = kind == "eval"
+            evaluation = kind == EVAL_JOB
             rec = read_status(exp, rid, evaluation=evaluation)
             if rec.state == State.PENDING:  # a failed or cancelled record already says it must be submitted again
                 _write(exp, StatusRecord(rid, State.CANCELLED, ended=now_iso(), attempt=rec.attempt,

@@ -36,12 +36,11 @@ from typing import Callable, Iterable, Mapping
 
 from ..errors import ConfigWriterError, SlurmError, one_line
 from ..expdir import (
-    FEED_FILE, FORCE_ENV, LOG_DIR, FeedQueue, QueuedTask, RunEntry, RunMapping, SlurmState, State,
+    EVAL_JOB, FEED_FILE, FORCE_ENV, LOG_DIR, TRAIN_JOB, FeedQueue, QueuedTask, RunEntry, RunMapping, SlurmState, State,
     jobs_lock, load_mapping, plan_arrays, read_feed, read_jobs, read_status, script_groups, write_feed,
 )
-from .slurm_state import parse_squeue
+from .slurm_state import query_tasks
 
-TRAIN, EVAL = "train", "eval"
 #: Seconds between squeue polls while a feed step waits for room.
 POLL_SECONDS = 2.0
 #: How long a feed step waits for a task that already fed to leave the queue.
@@ -276,24 +275,15 @@ def _user() -> str:
 
 def active_tasks(exp: Path) -> dict[str, SlurmState] | None:
     """The experiment's queued or running array tasks (``JOB_TASK`` -> state), counted one by one; None when
-    squeue cannot be asked. One squeue call over the user's jobs, kept to the ones in slurm_jobs.yaml."""
+    squeue cannot be asked. One squeue call over the job ids in slurm_jobs.yaml (``slurm_state.query_tasks``,
+    which ``status`` asks too)."""
     ids = {j.job_id for j in read_jobs(exp)}
     if not ids:
         return {}
-    squeue = shutil.which("squeue")
-    if not squeue:
+    tasks = query_tasks(ids)
+    if tasks is None:
         return None
-    from .slurm_state import _SQUEUE_FORMAT
-
-    try:
-        proc = subprocess.run([squeue, "-h", "-r", "-t", "all", "-u", _user(), "-O", _SQUEUE_FORMAT],
-                              capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    if proc.returncode != 0:
-        return None
-    return {f"{job}_{task}": t.state for (job, task), t in parse_squeue(proc.stdout).items()
-            if job in ids and t.state.active}
+    return {f"{job}_{task}": t.state for (job, task), t in tasks.items() if t.state.active}
 
 
 # ----------------------------------------------------------------------------- the feed step
@@ -332,8 +322,8 @@ def _group(mapping: RunMapping, items: list[QueuedTask], size: int, exp: Path) -
     """The queued tasks as few planned arrays as can hold them: one per (kind, script, force, time)."""
     from .submit import PlannedArray
 
-    scripts = {TRAIN: {i: g.script for g in script_groups(mapping) for i in g.indices},
-               EVAL: {i: g.script for g in script_groups(mapping, evaluation=True) for i in g.indices}}
+    scripts = {TRAIN_JOB: {i: g.script for g in script_groups(mapping) for i in g.indices},
+               EVAL_JOB: {i: g.script for g in script_groups(mapping, evaluation=True) for i in g.indices}}
     groups: dict[tuple, list[QueuedTask]] = {}
     for item in items:
         script = scripts[item.kind].get(item.index)
@@ -397,7 +387,7 @@ def _submit_batch(exp: Path, mapping: RunMapping, queue: FeedQueue, n: int, sbat
     grouped = [m for members, _ in planned for m in members]
     for item in batch:
         if item not in grouped:
-            echo(f"feed: run index {item.index} has no {'evaluation' if item.kind == EVAL else 'training'} "
+            echo(f"feed: run index {item.index} has no {'evaluation' if item.kind == EVAL_JOB else 'training'} "
                  "script in this experiment (generated again since?): dropped from the queue")
     awaiting = dict(queue.awaiting)
     for k, (members, plan) in enumerate(planned):
@@ -408,8 +398,8 @@ def _submit_batch(exp: Path, mapping: RunMapping, queue: FeedQueue, n: int, sbat
             return dataclasses.replace(queue, items=(*[i for i in batch if i in kept], *rest), awaiting=awaiting), e
         outcome.arrays.extend(done)
         for item in members:
-            if item.kind == TRAIN and item.evaluate:
-                awaiting[f"{done[0].job_id}_{item.index - plan.chunk.offset}"] = QueuedTask(item.index, EVAL, item.force)
+            if item.kind == TRAIN_JOB and item.evaluate:
+                awaiting[f"{done[0].job_id}_{item.index - plan.chunk.offset}"] = QueuedTask(item.index, EVAL_JOB, item.force)
     return dataclasses.replace(queue, items=tuple(rest), awaiting=awaiting), None
 
 
@@ -556,8 +546,8 @@ def submit_capped(exp: Path, mapping: RunMapping, train: list[RunEntry], evaluat
                  "or slurm.max_submit)")
         return None
     times = times or {}
-    items = ([QueuedTask(r.index, EVAL, force) for r in evaluate]
-             + [QueuedTask(r.index, TRAIN, force, bool(r.evaluations), times.get(r.index)) for r in train])
+    items = ([QueuedTask(r.index, EVAL_JOB, force) for r in evaluate]
+             + [QueuedTask(r.index, TRAIN_JOB, force, bool(r.evaluations), times.get(r.index)) for r in train])
     later = sum(1 for r in train if r.evaluations)  # evaluations queued as their trainings complete
     queue = None if dry_run else read_feed(exp)
     active = {} if dry_run else active_tasks(exp)
@@ -681,8 +671,8 @@ def status_note(exp_dir: str | Path, states: list, *, slurm_known: bool) -> str:
     queue = read_feed(exp_dir)
     if queue is None or not queue.items:
         return ""
-    runs = len({i.index for i in queue.items if i.kind == TRAIN})
-    evals = sum(1 for i in queue.items if i.kind == EVAL)
+    runs = len({i.index for i in queue.items if i.kind == TRAIN_JOB})
+    evals = sum(1 for i in queue.items if i.kind == EVAL_JOB)
     what = " and ".join(filter(None, [f"{runs} run(s)" if runs else "", f"{evals} evaluation(s)" if evals else ""]))
     line = (f"{what} wait to be submitted (at most {queue.max_submit} tasks queued or running at once, "
             f"{queue.source}); the experiment's tasks submit them as they end.")

@@ -24,7 +24,7 @@ from typing import Any, Iterable
 
 from ..errors import SlurmError
 from ..expdir import (
-    JobRecord, RunEntry, RunMapping, SlurmState, State, StatusRecord, format_parameters, load_mapping, read_all,
+    EVAL_JOB, TRAIN_JOB, JobRecord, RunEntry, RunMapping, SlurmState, State, StatusRecord, format_parameters, load_mapping, read_all,
     read_all_evaluations, read_jobs,
 )
 
@@ -219,7 +219,7 @@ def duration(text: str) -> float | None:
 
 
 def submissions(exp_dir: str | Path, mapping: RunMapping, records: dict[str, StatusRecord], *,
-                kind: str = "train", jobs: list[JobRecord] | None = None) -> dict[int, Submission]:
+                kind: str = TRAIN_JOB, jobs: list[JobRecord] | None = None) -> dict[int, Submission]:
     """Run index -> the SLURM task that last ran or will run it (``kind="eval"``: that evaluated it or will).
 
     The latest submission of that kind in slurm_jobs.yaml, else the task named in
@@ -351,7 +351,7 @@ def status_of(exp_dir: str | Path, mapping: RunMapping | None = None, *, use_slu
     records = read_all(exp_dir, mapping)
     subs = submissions(exp_dir, mapping, records, jobs=jobs)
     eval_records = read_all_evaluations(exp_dir, mapping)
-    eval_subs = submissions(exp_dir, mapping, eval_records, kind="eval", jobs=jobs) if eval_records else {}
+    eval_subs = submissions(exp_dir, mapping, eval_records, kind=EVAL_JOB, jobs=jobs) if eval_records else {}
     note = settle_note = ""
     if live is None and use_slurm and (subs or eval_subs):
         live = query_tasks({s.job_id for s in [*subs.values(), *eval_subs.values()]})

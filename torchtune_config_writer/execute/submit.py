@@ -29,7 +29,7 @@ from typing import Callable, Iterable
 
 from ..errors import ExperimentDirError, SlurmError
 from ..expdir import (
-    EVAL_SCRIPT_FILE, FORCE_ENV, LOG_DIR, SCRIPT_FILE, SLURM_LOG_PATTERN, ArrayChunk, JobRecord, RunEntry,
+    EVAL_JOB, EVAL_SCRIPT_FILE, FORCE_ENV, LOG_DIR, TRAIN_JOB, SCRIPT_FILE, SLURM_LOG_PATTERN, ArrayChunk, JobRecord, RunEntry,
     RunMapping, SlurmState, State, append_job, compress_ranges, jobs_lock, load_mapping, now_iso, plan_arrays,
     script_groups,
 )
@@ -37,7 +37,6 @@ from . import evaluation, feed, oom, tracking, walltime
 from .selection import check_all_runnable, select_runs
 from .slurm_state import RESUBMIT_STATES, RunState, run_states
 
-TRAIN, EVAL = "train", "eval"
 #: Seconds one sbatch call may take. sbatch retries by itself while the controller is busy or its job
 #: table is full (MaxJobCount, every array task counted), which can last for ever.
 SBATCH_TIMEOUT = 120
@@ -52,7 +51,7 @@ class SubmittedArray:
     array: str
     """The ``--array`` value."""
     job_id: str | None = None
-    kind: str = TRAIN
+    kind: str = TRAIN_JOB
     """``train``, or ``eval`` for an array of ``eval.sbatch``."""
     after: str | None = None
     """For an evaluation array: the training array whose tasks its tasks follow (a placeholder on a dry run)."""
@@ -317,7 +316,7 @@ def plan_submission(exp: Path, mapping: RunMapping, train: list[RunEntry], evalu
     plan: list[PlannedArray] = []
     for group in script_groups(mapping):  # runs asking for other resources go in arrays of their own script
         for chunk in walltime.split_by_limit(plan_arrays((i for i in group.indices if i in wanted), size), limits or {}):
-            plan.append(PlannedArray(TRAIN, exp / group.script, chunk, force=force,
+            plan.append(PlannedArray(TRAIN_JOB, exp / group.script, chunk, force=force,
                                      time=(limits or {}).get(chunk.indices[0])))
             follows = len(plan) - 1
             by_script: dict[Path, list[int]] = {}
@@ -325,12 +324,12 @@ def plan_submission(exp: Path, mapping: RunMapping, train: list[RunEntry], evalu
                 if i in eval_script:
                     by_script.setdefault(eval_script[i], []).append(i)
             for script, indices in by_script.items():
-                plan.append(PlannedArray(EVAL, script, ArrayChunk(chunk.offset, tuple(i - chunk.offset for i in indices)),
+                plan.append(PlannedArray(EVAL_JOB, script, ArrayChunk(chunk.offset, tuple(i - chunk.offset for i in indices)),
                                          follows, force=force))
     alone = {r.index for r in evaluate}
     for group in script_groups(mapping, evaluation=True):
         for chunk in plan_arrays((i for i in group.indices if i in alone), size):
-            plan.append(PlannedArray(EVAL, exp / group.script, chunk, force=force))
+            plan.append(PlannedArray(EVAL_JOB, exp / group.script, chunk, force=force))
     return plan
 
 
@@ -376,7 +375,7 @@ def array_size(mapping: RunMapping, *, ask_cluster: bool = True) -> int:
 
 def _max_concurrent(mapping: RunMapping, kind: str) -> int | None:
     """K of ``--array=...%K``: the training one, or for evaluations ``evaluation.slurm``'s where it sets one."""
-    if kind == EVAL:
+    if kind == EVAL_JOB:
         groups = script_groups(mapping, evaluation=True)
         return groups[0].resources.max_concurrent if groups else None
     return mapping.slurm.max_concurrent
@@ -386,7 +385,7 @@ def _submit_plan(exp: Path, mapping: RunMapping, plan: list[PlannedArray], sbatc
                  dry_run: bool, echo: Callable[[str], None], env: dict[str, str] | None = None) -> list[SubmittedArray]:
     done: list[SubmittedArray] = []
     last: dict[str, str] = {}  # kind -> job id of the latest array of that kind
-    numbers = {n: sum(1 for p in plan[:n + 1] if p.kind == TRAIN) for n, p in enumerate(plan) if p.kind == TRAIN}
+    numbers = {n: sum(1 for p in plan[:n + 1] if p.kind == TRAIN_JOB) for n, p in enumerate(plan) if p.kind == TRAIN_JOB}
     for n, item in enumerate(plan):
         k = _max_concurrent(mapping, item.kind)
         array = item.chunk.spec(k)
@@ -397,16 +396,16 @@ def _submit_plan(exp: Path, mapping: RunMapping, plan: list[PlannedArray], sbatc
         cmd = sbatch_command(sbatch, exp, item, array, previous=previous, training=training)
         if dry_run:
             echo(shlex.join(cmd))
-            last[item.kind] = "<job id of the previous " + ("evaluation array>" if item.kind == EVAL else "array>")
+            last[item.kind] = "<job id of the previous " + ("evaluation array>" if item.kind == EVAL_JOB else "array>")
             done.append(SubmittedArray(cmd, item.chunk, array, kind=item.kind, after=training))
             continue
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, cwd=exp, timeout=SBATCH_TIMEOUT, env=env)
         except subprocess.TimeoutExpired as e:
-            rest = sorted({i for p in plan[n:] if p.kind == TRAIN for i in p.chunk.indices})
+            rest = sorted({i for p in plan[n:] if p.kind == TRAIN_JOB for i in p.chunk.indices})
             raise SlurmError(_sbatch_timeout(item, n, len(plan), e, done, rest)) from None
         if proc.returncode != 0:
-            what = "evaluation array" if item.kind == EVAL else "array"
+            what = "evaluation array" if item.kind == EVAL_JOB else "array"
             hint = ""
             if item.follows is not None:
                 hint = (f"; training array {training} was submitted without its evaluation: once it ends, "
@@ -443,8 +442,8 @@ def _sbatch_timeout(item: PlannedArray, n: int, total: int, e: subprocess.Timeou
 
 def _submitted_line(mapping: RunMapping, item: PlannedArray, done: SubmittedArray) -> str:
     chunk = item.chunk
-    what = "evaluation array" if item.kind == EVAL else "job array"
-    default = EVAL_SCRIPT_FILE if item.kind == EVAL else SCRIPT_FILE
+    what = "evaluation array" if item.kind == EVAL_JOB else "job array"
+    default = EVAL_SCRIPT_FILE if item.kind == EVAL_JOB else SCRIPT_FILE
     return (f"submitted {what} {done.job_id}: {len(chunk.task_ids)} run(s) "
             f"({_describe_runs(mapping, chunk.indices)}), --array={done.array}"
             + (f", offset {chunk.offset}" if chunk.offset else "")

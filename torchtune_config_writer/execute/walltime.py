@@ -38,7 +38,7 @@ import yaml
 
 from ..errors import ExperimentDirError, SlurmError
 from ..expdir import (
-    MAPPING_FILE, ArrayChunk, JobRecord, RunEntry, RunMapping, SlurmState, State, compress_ranges, load_mapping,
+    MAPPING_FILE, TRAIN_JOB, ArrayChunk, JobRecord, RunEntry, RunMapping, SlurmState, State, compress_ranges, load_mapping,
     read_jobs, read_status, recorded_run_ids, script_groups,
 )
 
@@ -220,7 +220,7 @@ def previous_limits(jobs: Iterable[JobRecord]) -> dict[int, str]:
     """
     found: dict[int, str] = {}
     for job in jobs:
-        if job.kind != "train":
+        if job.kind != TRAIN_JOB:
             continue
         try:
             words = shlex.split(job.command)
