@@ -21,7 +21,7 @@ from typing import Any
 
 from ..errors import RunNotRunnableError
 from ..expdir import (
-    EvalResult, RunEntry, State, read_eval_result, read_status, written_before,
+    EvalResult, RunEntry, State, eval_status_path, read_eval_result, read_status, written_before,
 )
 from .selection import config_sha256
 
@@ -37,7 +37,7 @@ def eval_command(run: RunEntry, report: Path, *, force: bool = False) -> list[st
 
 def report_path(exp_dir: Path, run: RunEntry) -> Path:
     """Where the evaluation child writes its per-evaluation report (beside the eval status record)."""
-    return exp_dir / "status" / "eval" / f"{run.run_id}.report.json"
+    return eval_status_path(exp_dir, run.run_id).with_suffix(".report.json")
 
 
 def check_evaluable(exp_dir: str | Path, run: RunEntry) -> None:
