@@ -417,6 +417,12 @@ class RunEntry:
         """The config its next training uses: the latest attempt's, else ``config``."""
         return self.attempts[-1].config if self.attempts else self.config
 
+    def config_of(self, attempt: int | None) -> str:
+        """The config attempt ``attempt`` trains with (1 or None: ``config``; an unknown number: the current one)."""
+        if not attempt or attempt == 1:
+            return self.config
+        return next((a.config for a in self.attempts if a.number == attempt), self.current_config)
+
     @property
     def current_sha256(self) -> str:
         """sha256 of ``current_config`` as written."""

@@ -166,12 +166,8 @@ def metric_log_file(run: RunEntry, started: str | None) -> Path | None:
 
 def _config_of(exp: Path, run: RunEntry, rec: StatusRecord) -> dict[str, Any]:
     """The config the record's attempt trains with (plain YAML; {} when unreadable)."""
-    config = run.current_config
-    for attempt in run.attempts:
-        if rec.attempt and attempt.number == rec.attempt:
-            config = attempt.config
     try:
-        data = yaml.load((exp / config).read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        data = yaml.load((exp / run.config_of(rec.attempt)).read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except (OSError, yaml.YAMLError):
         return {}
     return data if isinstance(data, dict) else {}

@@ -192,9 +192,7 @@ def attempt_cells(exp: Path, run: RunEntry, rec: StatusRecord) -> dict[str, Any]
     started), and the batch_size and gradient_accumulation_steps of that attempt's config (None where the
     config has none, or cannot be read)."""
     number = (rec.attempt or 1) if rec.started else run.attempt
-    config = run.config if number == 1 else next((a.config for a in run.attempts if a.number == number),
-                                                  run.current_config)
-    values = _top_level_values(exp / config, ("batch_size", "gradient_accumulation_steps"))
+    values = _top_level_values(exp / run.config_of(number), ("batch_size", "gradient_accumulation_steps"))
     return {"attempt": number, "batch_size_used": values.get("batch_size"),
             "gradient_accumulation_steps_used": values.get("gradient_accumulation_steps")}
 
