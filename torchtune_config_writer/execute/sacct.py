@@ -33,7 +33,7 @@ from ..errors import ConfigWriterError
 from ..expdir import (
     RunEntry, RunMapping, SlurmState, State, StatusRecord, read_status, slurm_log_file, write_status,
 )
-from .slurm_state import DEPENDENCY_NEVER_SATISFIED, Submission, TaskState
+from .slurm_state import DEPENDENCY_NEVER_SATISFIED, Submission, TaskState, cluster_config
 
 #: A task squeue shows as ended while its record still says running is recorded only this long
 #: after it ended: the task writes its final record just before it exits, and a shared file
@@ -191,14 +191,8 @@ def _run(cmd: list[str], ids: list[str]) -> tuple[str, str | None]:
 
 
 def _jobcomp_kind() -> str | None:
-    scontrol = shutil.which("scontrol")
-    if not scontrol:
-        return None
-    try:
-        proc = subprocess.run([scontrol, "show", "config"], capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return jobcomp_type(proc.stdout)
+    config = cluster_config()
+    return None if config is None else jobcomp_type(config)
 
 
 # ----------------------------------------------------------------------------- deciding (pure)

@@ -154,6 +154,18 @@ class EvalState:
 _SQUEUE_FORMAT = "ArrayJobID:|,ArrayTaskID:|,State:|,exit_code:|,TimeUsed:|,Reason:"
 
 
+def cluster_config() -> str | None:
+    """``scontrol show config``'s text (the cluster's settings: MaxArraySize, JobCompType...), or None when
+    scontrol is missing or does not answer (it waits ~9 s for a controller that is down)."""
+    scontrol = shutil.which("scontrol")
+    if not scontrol:
+        return None
+    try:
+        return subprocess.run([scontrol, "show", "config"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
 def query_tasks(job_ids: Iterable[str]) -> dict[tuple[str, int], TaskState] | None:
     """The tasks of these array jobs known to SLURM, or None when squeue is missing or fails.
 

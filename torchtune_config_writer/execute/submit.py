@@ -35,7 +35,7 @@ from ..expdir import (
 )
 from . import evaluation, feed, oom, tracking, walltime
 from .selection import check_all_runnable, select_runs
-from .slurm_state import RESUBMIT_STATES, RunState, run_states
+from .slurm_state import RESUBMIT_STATES, RunState, cluster_config, run_states
 
 #: Seconds one sbatch call may take. sbatch retries by itself while the controller is busy or its job
 #: table is full (MaxJobCount, every array task counted), which can last for ever.
@@ -74,14 +74,8 @@ class PlannedArray:
 
 def cluster_max_array_size() -> int | None:
     """MaxArraySize of the cluster (``scontrol show config``), or None when it cannot be asked."""
-    scontrol = shutil.which("scontrol")
-    if not scontrol:
-        return None
-    try:
-        out = subprocess.run([scontrol, "show", "config"], capture_output=True, text=True, timeout=30).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    m = re.search(r"^MaxArraySize\s*=\s*(\d+)", out, re.MULTILINE)
+    out = cluster_config()
+    m = re.search(r"^MaxArraySize\s*=\s*(\d+)", out, re.MULTILINE) if out else None
     return int(m.group(1)) if m else None
 
 
