@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
+from typing import Any, Callable
+
+from click.testing import CliRunner, Result
 
 from torchtune_config_writer import expdir
+from torchtune_config_writer.cli import main
 
 LORA_1B = "llama3_2/1B_lora_single_device"
 
@@ -32,3 +37,18 @@ def custom_recipe(directory: Path) -> Path:
 
     directory.mkdir(parents=True, exist_ok=True)
     return Path(shutil.copy(registry.configs_dir().parent / "lora_finetune_single_device.py", directory / "my_recipe.py"))
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> Result:
+    """Run the CLI in-process; returns click's Result (stdout, stderr, exit_code)."""
+    return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float = 300.0, every: float = 0.2) -> Any:
+    """Poll ``check`` until it returns something true, and return that; fail naming ``what`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not (value := check()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(every)
+    return value

@@ -18,10 +18,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from click.testing import CliRunner
 
 from torchtune_config_writer import expdir
-from torchtune_config_writer.cli import main
 from torchtune_config_writer.compile import sbatch
 from torchtune_config_writer.compile.attempts import halve, write_attempt
 from torchtune_config_writer.compile.schema import SlurmSettings
@@ -29,7 +27,7 @@ from torchtune_config_writer.errors import AttemptError
 from torchtune_config_writer.execute import oom, slurm_state, submit
 from torchtune_config_writer.expdir import State, StatusRecord, load_mapping, read_status, read_tail, write_status
 from torchtune_config_writer.results.collect import collect_rows
-from helpers import custom_recipe
+from helpers import cli, custom_recipe
 
 OOM_TRACEBACK = """\
 INFO:torchtune.utils._logging:Model is initialized with precision torch.bfloat16.
@@ -43,10 +41,6 @@ of which 1.06 GiB is free. Including non-PyTorch memory, this process has 78.18 
 
 # failed with exit code 1 at 2026-11-22T02:31:05+00:00
 """
-
-
-def cli(*args: str):
-    return CliRunner().invoke(main, list(args), catch_exceptions=False)
 
 
 def oom_recipe(directory: Path, above: int) -> Path:

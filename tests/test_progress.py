@@ -17,20 +17,15 @@ import time
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 from torchtune_config_writer import expdir
-from torchtune_config_writer.cli import main
 from torchtune_config_writer.execute import cancel, progress, slurm_state
 from torchtune_config_writer.execute.progress import Progress
 from torchtune_config_writer.execute.slurm_state import EvalState, RunState
 from torchtune_config_writer.expdir import MetricLog, SlurmState, State, StatusRecord
+from helpers import cli, wait_for
 
 STEPS_PER_EPOCH, EPOCHS = 15, 2
-
-
-def cli(*args: str):
-    return CliRunner().invoke(main, list(args), catch_exceptions=False)
 
 
 # ----------------------------------------------------------------------------- parsing
@@ -267,15 +262,6 @@ def _tiny(tiny_assets, exp: Path, steps: list[int], *, epochs: int = 1, slurm: d
     return exp
 
 
-def _wait_for(what: str, check, timeout: float = 600.0):
-    deadline = time.monotonic() + timeout
-    while not (value := check()):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what}: not after {timeout} s")
-        time.sleep(0.5)
-    return value
-
-
 @pytest.mark.slow
 def test_cancel_pending_then_running_tasks_on_slurm(slurm_cluster, tiny_assets, tmp_path) -> None:
     # run_000 trains 200 steps; the others wait their turn (max_concurrent 1)
@@ -283,7 +269,7 @@ def test_cancel_pending_then_running_tasks_on_slurm(slurm_cluster, tiny_assets, 
     assert cli("submit", str(exp)).exit_code == 0
     job = expdir.read_jobs(exp)[0].job_id
     metric_dir = Path(expdir.load_mapping(exp).runs[0].metric_log.dir)
-    _wait_for("run_000 to log a step", lambda: metric_dir.is_dir() and any(
+    wait_for("run_000 to log a step", lambda: metric_dir.is_dir() and any(
         "Step " in p.read_text() for p in metric_dir.glob("*.txt")))
     status = cli("status", str(exp)).stdout
     assert re.search(rf"run_000 .* RUNNING +- +\S+ +\d+/200 +\d\.\d+ +\S+ +{job}_0", status), status

@@ -13,7 +13,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from datetime import datetime
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from torchtune_config_writer.execute.selection import check_runnable, select_run
 from torchtune_config_writer.expdir import (
     State, StatusRecord, load_mapping, read_status, status_path, write_status,
 )
-from helpers import custom_recipe, run_table
+from helpers import custom_recipe, run_table, wait_for
 
 
 def read_all(exp: Path) -> dict[str, StatusRecord]:
@@ -112,14 +111,6 @@ def _processes_in(directory: Path) -> list[int]:
     return pids
 
 
-def _wait_for(predicate, timeout: float = 120.0) -> None:
-    end = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > end:
-            raise AssertionError("timed out waiting")
-        time.sleep(0.1)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("how, sig, expected_code", [
     ("cli", signal.SIGINT, 130),           # Ctrl-C on `torchtune-config-writer run`
@@ -136,8 +127,8 @@ def test_interrupt_records_cancelled_and_stops_the_child(make_experiment_dir, ho
                f"import sys; from torchtune_config_writer.execute.runner import run_one; sys.exit(run_one({str(exp)!r}, 0))"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        _wait_for(lambda: all(read_status(exp, r).state == "running" for r in in_flight)
-                  and len(_processes_in(exp)) >= len(in_flight))
+        wait_for("the runs in flight to be running", lambda: all(read_status(exp, r).state == "running" for r in in_flight)
+                 and len(_processes_in(exp)) >= len(in_flight), 120, every=0.1)
         proc.send_signal(sig)
         output, _ = proc.communicate(timeout=60)
     finally:
@@ -146,7 +137,7 @@ def test_interrupt_records_cancelled_and_stops_the_child(make_experiment_dir, ho
     assert [read_status(exp, r).state for r in in_flight] == ["cancelled"] * len(in_flight)
     assert not status_path(exp, "run_002").exists()  # never started: still pending
     assert "Traceback" not in output
-    _wait_for(lambda: not _processes_in(exp), timeout=15)  # the tune children are gone too
+    wait_for("the tune children to be gone", lambda: not _processes_in(exp), 15, every=0.1)  # the tune children too
 
 
 @pytest.mark.slow

@@ -16,16 +16,14 @@ import time
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 from hypothesis import given, settings, strategies as st
 
 from torchtune_config_writer import expdir
-from torchtune_config_writer.cli import main
 from torchtune_config_writer.compile import sbatch
 from torchtune_config_writer.compile.schema import SlurmSettings
 from torchtune_config_writer.errors import RunNotRunnableError, SlurmSettingsError
 from torchtune_config_writer.execute import slurm_state, submit
-from helpers import custom_recipe, run_table
+from helpers import cli, custom_recipe, run_table
 from torchtune_config_writer.expdir import (
     JobRecord, SlurmState, State, StatusRecord, load_mapping, plan_arrays, read_jobs, write_status,
 )
@@ -65,11 +63,6 @@ def mapping_of(n: int, settings: SlurmSettings, name: str = "demo") -> expdir.Ru
 
 def render(settings: SlurmSettings, n: int = 5) -> str:
     return sbatch.render_submit_script(mapping_of(n, settings), settings)
-
-
-def cli(*args: str, env: dict[str, str] | None = None):
-    """Run the CLI in-process; returns click's Result (stdout, stderr, exit_code)."""
-    return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
 
 
 # ----------------------------------------------------------------------------- #SBATCH values

@@ -19,10 +19,8 @@ from typing import Any
 
 import pytest
 import yaml
-from click.testing import CliRunner
 
 from torchtune_config_writer import expdir
-from torchtune_config_writer.cli import main
 from torchtune_config_writer.compile import sbatch
 from torchtune_config_writer.compile.schema import SlurmSettings
 from torchtune_config_writer.errors import SlurmError
@@ -32,13 +30,9 @@ from torchtune_config_writer.expdir import (
     EvalEntry, EvaluationPlan, Evaluator, JobRecord, SlurmPlan, SlurmState, State, StatusRecord, load_mapping,
     read_jobs, write_status,
 )
+from helpers import cli
 
 SUBMITTED = "2026-01-01T00:00:00+00:00"
-
-
-def cli(*args: str, env: dict[str, str] | None = None):
-    """Run the CLI in-process; returns click's Result (stdout, stderr, exit_code)."""
-    return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
 
 
 def record(exp: Path, run_id: str, state: str, *, evaluation: bool = False, **fields: Any) -> None:

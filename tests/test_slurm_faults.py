@@ -12,19 +12,17 @@ import json
 import os
 import re
 import signal
-import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 from torchtune_config_writer import expdir
-from torchtune_config_writer.cli import main
 from torchtune_config_writer.execute import sacct, slurm_state
 from torchtune_config_writer.execute.sacct import TaskEnd, plan, settled_record
 from torchtune_config_writer.execute.slurm_state import Submission, TaskState
 from torchtune_config_writer.expdir import JobRecord, RunEntry, SlurmState, State, StatusRecord, write_status
+from helpers import cli, wait_for
 
 SUBMITTED = "2026-01-01T00:00:00+00:00"
 RUN = RunEntry("run_000", 0, "configs/run_000.yaml", "0", "/o", {}, "passed", None)
@@ -239,21 +237,6 @@ def forgetful_cluster(tmp_path_factory: pytest.TempPathFactory):
         yield cluster
 
 
-def cli(*args: str):
-    return CliRunner().invoke(main, list(args), catch_exceptions=False)
-
-
-def _wait_for(what: str, check, timeout: float = 300.0, every: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what}: not after {timeout} s")
-        time.sleep(every)
-
-
 def _task_process(exp: Path, index: int) -> int | None:
     """The pid of ``python -m torchtune_config_writer task EXP INDEX`` (what the array task runs)."""
     want = ["torchtune_config_writer", "task", str(exp), str(index)]
@@ -296,7 +279,7 @@ def test_a_sigkilled_task_ends_as_failed_once_squeue_forgets_it(forgetful_cluste
     assert cli("submit", str(exp)).exit_code == 0
     job = expdir.read_jobs(exp)[0].job_id
     metric_dir = Path(expdir.load_mapping(exp).runs[0].metric_log.dir)
-    _wait_for("run_000 training", lambda: any(p.read_text().startswith("Step ") for p in metric_dir.glob("*.txt"))
+    wait_for("run_000 training", lambda: any(p.read_text().startswith("Step ") for p in metric_dir.glob("*.txt"))
               if metric_dir.is_dir() else False)
     # SIGKILL, as the kernel's out-of-memory killer or a dying node would: the task records nothing.
     task = _task_process(exp, 0)
@@ -308,7 +291,7 @@ def test_a_sigkilled_task_ends_as_failed_once_squeue_forgets_it(forgetful_cluste
     record = expdir.read_status(exp, "run_000")
     assert record.state == State.RUNNING and record.slurm_job_id  # what it will say forever unless settled
     forgetful_cluster.wait_idle()
-    _wait_for("squeue to forget the tasks", lambda: not forgetful_cluster.run(
+    wait_for("squeue to forget the tasks", lambda: not forgetful_cluster.run(
         "squeue", "-h", "-r", "-t", "all", "-j", job, check=False).stdout.strip())
     completed_before = expdir.status_path(exp, "run_001").read_text()
 

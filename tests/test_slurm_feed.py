@@ -14,10 +14,8 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 from torchtune_config_writer import expdir
-from torchtune_config_writer.cli import main
 from torchtune_config_writer.compile import sbatch
 from torchtune_config_writer.compile.schema import SlurmSettings
 from torchtune_config_writer.errors import SlurmError
@@ -26,12 +24,9 @@ from torchtune_config_writer.execute.feed import (
     AssocLimits, Decision, Limit, QosLimits, choose_limit, decide, parse_assoc, parse_qos,
 )
 from torchtune_config_writer.expdir import FeedQueue, QueuedTask, State, load_mapping, read_feed, read_jobs
+from helpers import cli
 
 from test_slurm_eval import add_evaluations
-
-
-def cli(*args: str):
-    return CliRunner().invoke(main, list(args), catch_exceptions=False)
 
 
 @pytest.fixture

@@ -19,11 +19,9 @@ import time
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
-from helpers import run_table
+from helpers import cli, run_table, wait_for
 
 from torchtune_config_writer import expdir
-from torchtune_config_writer.cli import main
 from torchtune_config_writer.compile import sbatch
 from torchtune_config_writer.compile.resumable import reads_resume_key, recipe_resumes
 from torchtune_config_writer.compile.schema import SlurmSettings
@@ -207,10 +205,6 @@ def test_status_shows_requeues_and_a_task_slurm_queued_again() -> None:
 # ----------------------------------------------------------------------------- real SLURM
 
 
-def cli(*args: str):
-    return CliRunner().invoke(main, list(args), catch_exceptions=False)
-
-
 FULL_MODEL = """model:
   _component_: torchtune.models.llama2.llama2
   vocab_size: 512
@@ -277,14 +271,6 @@ class _NoRequeueDelay:
                     self._seen[task] = float("inf")  # once per wait
 
 
-def _wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
-
-
 def _wait_ended(cluster, exps: list[Path], timeout: float) -> None:
     """Until every run has a final record, or no task has been active for 15 s. (An idle squeue alone is not
     enough: a task being requeued is briefly in none of the active states.)"""
@@ -298,7 +284,7 @@ def _wait_ended(cluster, exps: list[Path], timeout: float) -> None:
         idle_since[0] = idle_since[0] or time.monotonic()
         final = all(read_status(e, "run_000").state in ends for e in exps)
         return final or time.monotonic() - idle_since[0] > 15
-    _wait_for(ended, timeout, "the runs to end")
+    wait_for("the runs to end", ended, timeout)
 
 
 def _task_log(exp: Path, record: StatusRecord) -> str:
@@ -325,9 +311,9 @@ def test_a_warned_task_is_requeued_and_resumes_lora_and_full(slurm_cluster, tiny
         for exp, job in zip(exps, jobs):
             out = exp / "runs" / "run_000"
             state = out / requeue.RECIPE_STATE
-            _wait_for(state.is_file, 300, f"{exp.name}'s first saved epoch")
+            wait_for(f"{exp.name}'s first saved epoch", state.is_file, 300)
             slurm_cluster.run("scancel", "--signal=USR1", "--batch", f"{job}_0")
-        _wait_for(lambda: all(read_status(e, "run_000").requeues for e in exps), 120, "the requeues")
+        wait_for("the requeues", lambda: all(read_status(e, "run_000").requeues for e in exps), 120)
         requeued = {e.name: slurm_state.run_states(e)[0] for e in exps}
         _wait_ended(slurm_cluster, exps, 600)
     wall = time.monotonic() - t0
@@ -370,7 +356,7 @@ def test_a_recipe_that_cannot_resume_starts_again_and_says_so(slurm_cluster, tin
     job = read_jobs(exp)[0].job_id
     out = exp / "runs" / "run_000"
     with _NoRequeueDelay(slurm_cluster, [job]):
-        _wait_for(lambda: (out / requeue.RECIPE_STATE).is_file(), 300, "the first saved epoch")
+        wait_for("the first saved epoch", lambda: (out / requeue.RECIPE_STATE).is_file(), 300)
         slurm_cluster.run("scancel", "--signal=USR1", "--batch", f"{job}_0")
         _wait_ended(slurm_cluster, [exp], 600)
     rec = read_status(exp, "run_000")

@@ -25,10 +25,7 @@ from torchtune_config_writer.compile.tokens import trained_tokens
 from torchtune_config_writer.errors import ExperimentDirError, SlurmError, ValidationError
 from torchtune_config_writer.execute import submit as submit_mod, walltime
 from torchtune_config_writer.expdir import ArrayChunk, State, StatusRecord, load_mapping, write_status
-
-
-def cli(*args: str):
-    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+from helpers import cli
 
 
 # ----------------------------------------------------------------------------- the arithmetic
